@@ -1,0 +1,133 @@
+"""Checkpoints on disk: Megatron distributed checkpoints (reshardable across TP/PP) plus what a reader needs.
+
+Layout of one checkpoint (`root/iter_0000100/`):
+    model/          megatron.core.dist_checkpointing files (model, and optimizer when the trainer adds it)
+    hf_config/      config.json (+ tokenizer files) of the Hugging Face model it came from
+    trainer_state.json  rank-independent trainer state (iteration, data position, ...), written by rank 0
+    COMPLETE        written last; a directory without it is never loaded
+`root/latest_checkpointed_iteration.txt` names the newest complete one. Writes go to `iter_*.tmp` first.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import torch.distributed as dist
+
+COMPLETE_MARKER = "COMPLETE"
+LATEST_FILE = "latest_checkpointed_iteration.txt"
+
+
+def _rank() -> int:
+    return dist.get_rank() if dist.is_initialized() else 0
+
+
+def _barrier() -> None:
+    if dist.is_initialized():
+        dist.barrier()
+
+
+def checkpoint_dir(root: str | os.PathLike, iteration: int) -> Path:
+    return Path(root) / f"iter_{iteration:07d}"
+
+
+def save_checkpoint(
+    root: str | os.PathLike,
+    iteration: int,
+    sharded_state_dict: dict,
+    *,
+    hf_config,
+    tokenizer_dir: str | os.PathLike | None = None,
+    trainer_state: dict | None = None,
+    keep_last: int | None = None,
+) -> Path:
+    """Collective: every rank calls with its sharded state dict. Returns the final directory."""
+    from megatron.core import dist_checkpointing
+
+    final = checkpoint_dir(root, iteration)
+    tmp = final.with_name(final.name + ".tmp")
+    if _rank() == 0:
+        shutil.rmtree(tmp, ignore_errors=True)
+        (tmp / "model").mkdir(parents=True)
+        hf_config.save_pretrained(tmp / "hf_config")
+        if tokenizer_dir is not None:
+            copy_tokenizer_files(tokenizer_dir, tmp / "hf_config")
+        (tmp / "trainer_state.json").write_text(json.dumps(dict(trainer_state or {}, iteration=iteration), indent=2))
+    _barrier()
+    dist_checkpointing.save(sharded_state_dict, str(tmp / "model"))
+    _barrier()
+    if _rank() == 0:
+        (tmp / COMPLETE_MARKER).write_text("ok\n")
+        if final.exists():
+            shutil.rmtree(final)
+        tmp.rename(final)
+        latest_tmp = Path(root) / (LATEST_FILE + ".tmp")
+        latest_tmp.write_text(str(iteration))
+        latest_tmp.replace(Path(root) / LATEST_FILE)
+        if keep_last:
+            for old in sorted(Path(root).glob("iter_???????"))[:-keep_last]:
+                shutil.rmtree(old, ignore_errors=True)
+    _barrier()
+    return final
+
+
+def validate_checkpoint_dir(path: str | os.PathLike) -> Path:
+    """Raise ValueError unless `path` is a complete checkpoint written by save_checkpoint."""
+    path = Path(path)
+    if not path.is_dir():
+        raise ValueError(f"checkpoint {path} does not exist or is not a directory")
+    if path.name.endswith(".tmp") or not (path / COMPLETE_MARKER).exists():
+        raise ValueError(
+            f"checkpoint {path} is incomplete (no {COMPLETE_MARKER} marker: the job stopped while writing it); "
+            "point at an earlier iter_* directory or delete this one"
+        )
+    for needed in ("model/metadata.json", "hf_config/config.json", "trainer_state.json"):
+        if not (path / needed).exists():
+            raise ValueError(f"checkpoint {path} is corrupt: {needed} is missing")
+    try:
+        json.loads((path / "trainer_state.json").read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"checkpoint {path} is corrupt: trainer_state.json does not parse ({e})") from None
+    return path
+
+
+def find_latest_checkpoint(root: str | os.PathLike) -> Path | None:
+    """Newest complete checkpoint under `root` (None when there is none); incomplete ones are skipped."""
+    root = Path(root)
+    candidates = sorted(root.glob("iter_???????"), reverse=True) if root.is_dir() else []
+    for candidate in candidates:
+        try:
+            return validate_checkpoint_dir(candidate)
+        except ValueError:
+            continue
+    return None
+
+
+def load_checkpoint(path: str | os.PathLike, sharded_state_dict: dict) -> tuple[dict, dict]:
+    """Collective. Returns (loaded state dict, trainer_state). Refuses incomplete checkpoints."""
+    import torch
+    from megatron.core import dist_checkpointing
+
+    path = validate_checkpoint_dir(path)
+    with torch.no_grad():
+        state = dist_checkpointing.load(sharded_state_dict, str(path / "model"))
+    return state, json.loads((path / "trainer_state.json").read_text())
+
+
+def load_hf_config(path: str | os.PathLike):
+    from transformers import AutoConfig
+
+    return AutoConfig.from_pretrained(Path(path) / "hf_config")
+
+
+def copy_tokenizer_files(src: str | os.PathLike, dst: str | os.PathLike) -> None:
+    names = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
+             "vocab.json", "merges.txt", "generation_config.json", "chat_template.jinja")
+    Path(dst).mkdir(parents=True, exist_ok=True)
+    for name in names:
+        f = Path(src) / name
+        if f.is_file():
+            shutil.copy2(f, Path(dst) / name)

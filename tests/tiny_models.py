@@ -1,0 +1,54 @@
+"""Tiny Llama-3.2-shaped models for tests and demos (random weights, built on the fly)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+
+def tiny_llama_config(*, tied: bool = True, vocab_size: int = 250, num_layers: int = 4, **overrides):
+    """Llama-3.2 features at toy size: tied embeddings, GQA 3:1, llama3 rope scaling."""
+    from transformers import LlamaConfig
+
+    fields = dict(
+        vocab_size=vocab_size,
+        hidden_size=96,
+        intermediate_size=160,
+        num_hidden_layers=num_layers,
+        num_attention_heads=6,
+        num_key_value_heads=2,
+        head_dim=16,
+        rms_norm_eps=1e-5,
+        initializer_range=0.1,
+        max_position_embeddings=8192 * 4,
+        tie_word_embeddings=tied,
+        bos_token_id=0,
+        eos_token_id=1,
+        rope_parameters={
+            "rope_type": "llama3",
+            "rope_theta": 500000.0,
+            "factor": 32.0,
+            "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0,
+            "original_max_position_embeddings": 8192,
+        },
+    )
+    fields.update(overrides)
+    return LlamaConfig(**fields)
+
+
+def save_random_llama(out_dir: str | Path, config, seed: int = 0, max_shard_size: str | None = None) -> Path:
+    """A random LlamaForCausalLM saved as safetensors (norm weights perturbed so they are not all ones)."""
+    from transformers import LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(config).float()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "norm" in name:
+                p.add_(0.1 * torch.randn_like(p))
+    out_dir = Path(out_dir)
+    kwargs = {"max_shard_size": max_shard_size} if max_shard_size else {}
+    model.save_pretrained(out_dir, **kwargs)
+    return out_dir
