@@ -1,24 +1,39 @@
 """The compatibility layer that lets megatron-core 0.16 run on a CPU-only torch (gloo, fp32).
 
-Megatron-core assumes CUDA in a few dozen places: `torch.cuda.current_device()` as a device, `device="cuda"`
-literals in schedules / DDP / optimizers, `.cuda()` calls, `grad.type() == "torch.cuda.FloatTensor"` checks,
-the CUDA RNG tracker and a causal mask built on the GPU. `apply()` patches exactly those, once per process,
-and only when CUDA is unavailable. Everything else in the project calls Megatron as it would on a GPU.
+Megatron-core assumes CUDA in a few dozen places: `torch.cuda.current_device()` used as a device,
+`device="cuda"` literals in schedules / DDP / optimizers, `.cuda()` calls, `param.type() ==
+"torch.cuda.FloatTensor"` checks, the CUDA RNG tracker and a causal mask built on the GPU. `apply()` patches
+exactly those, once per process, and only when CUDA is unavailable:
+
+- `torch.cuda.current_device()` returns the CPU device; `Tensor.cuda()` returns the tensor itself (in a process
+  without CUDA it could only raise); synchronize / Event / RNG-state calls become CPU equivalents.
+- Inside `megatron.*` modules (also ones imported later), the module-global name `torch` is a thin proxy
+  whose tensor factories map `device="cuda"` to the CPU. Nothing outside Megatron sees it, and the hot path
+  (layers, autograd) pays nothing: a global TorchFunctionMode doing the same cost ~23% of step time.
+- The three Megatron functions that assert CUDA tensor type strings run with `Tensor.type()` reporting
+  `torch.cuda.*` for the duration of the call.
 """
 
 from __future__ import annotations
 
+import functools
+import importlib.abc
+import importlib.machinery
+import sys
 import time
+import types
+from contextlib import contextmanager
 from functools import lru_cache
 
 import torch
-from torch.overrides import TorchFunctionMode
 
 _applied = False
+_FACTORIES = ("zeros", "ones", "empty", "full", "tensor", "arange", "rand", "randn", "randint", "as_tensor",
+              "zeros_like", "ones_like", "empty_like", "full_like", "randn_like", "rand_like", "linspace")
 
 
 class _CpuEvent:
-    """Stand-in for torch.cuda.Event(enable_timing=True), used by Megatron's inference timers."""
+    """Stand-in for torch.cuda.Event(enable_timing=True), used by Megatron's timers."""
 
     def __init__(self, *args, **kwargs):
         self.t = None
@@ -42,34 +57,91 @@ class _CpuEvent:
 def _is_cuda(device) -> bool:
     if device is None or isinstance(device, torch.dtype):
         return False
+    if isinstance(device, torch.device):
+        return device.type == "cuda"
+    return isinstance(device, str) and device.startswith("cuda")
+
+
+def _cpu_factory(fn):
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        if _is_cuda(kwargs.get("device")):
+            kwargs["device"] = "cpu"
+        return fn(*args, **kwargs)
+
+    return wrapper
+
+
+class _CpuTorch(types.ModuleType):
+    """`torch` as Megatron modules see it on CPU: everything delegated, factories CUDA -> CPU."""
+
+    def __init__(self):
+        super().__init__("torch")
+        for name in _FACTORIES:
+            setattr(self, name, _cpu_factory(getattr(torch, name)))
+
+    def __getattr__(self, name):
+        return getattr(torch, name)
+
+
+_CPU_TORCH = None
+
+
+def _patch_module(module) -> None:
+    if getattr(module, "torch", None) is torch:
+        module.torch = _CPU_TORCH
+
+
+class _PatchMegatronOnImport(importlib.abc.MetaPathFinder):
+    """Patches each `megatron.*` module right after it is executed."""
+
+    def find_spec(self, fullname, path, target=None):
+        if not fullname.startswith("megatron."):
+            return None
+        for finder in sys.meta_path:
+            if finder is self or not hasattr(finder, "find_spec"):
+                continue
+            spec = finder.find_spec(fullname, path, target)
+            if spec is not None and spec.loader is not None and hasattr(spec.loader, "exec_module"):
+                original = spec.loader.exec_module
+
+                def exec_module(module, _original=original):
+                    _original(module)
+                    _patch_module(module)
+
+                spec.loader.exec_module = exec_module
+                return spec
+        return None
+
+
+@contextmanager
+def _cuda_type_strings():
+    original = torch.Tensor.type
+
+    def cuda_type(self, *args, **kwargs):
+        if args or kwargs:
+            return original(self, *args, **kwargs)
+        return original(self).replace("torch.", "torch.cuda.", 1)
+
+    torch.Tensor.type = cuda_type
     try:
-        return torch.device(device).type == "cuda"
-    except (RuntimeError, TypeError):
-        return False
+        yield
+    finally:
+        torch.Tensor.type = original
 
 
-class _CudaToCpuMode(TorchFunctionMode):
-    """Rewrites `device="cuda"` / `.cuda()` / `.to("cuda")` to the CPU and makes `.type()` report CUDA types.
+def _with_cuda_type_strings(fn):
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with _cuda_type_strings():
+            return fn(*args, **kwargs)
 
-    Autograd's backward runs in C++ and never enters this mode, so the cost is one Python call per forward op.
-    """
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        if func is torch.Tensor.cuda:
-            return args[0]
-        if func is torch.Tensor.type and len(args) == 1 and not kwargs:
-            return func(*args).replace("torch.", "torch.cuda.", 1)
-        if "device" in kwargs and _is_cuda(kwargs["device"]):
-            kwargs = dict(kwargs, device="cpu")
-        if func is torch.Tensor.to and len(args) > 1 and _is_cuda(args[1]):
-            args = (args[0], "cpu") + tuple(args[2:])
-        return func(*args, **kwargs)
+    return wrapper
 
 
 def apply() -> bool:
     """Patch torch.cuda / megatron-core for CPU execution. No-op (returns False) when CUDA is available."""
-    global _applied
+    global _applied, _CPU_TORCH
     if torch.cuda.is_available():
         return False
     if _applied:
@@ -80,8 +152,18 @@ def apply() -> bool:
     torch.cuda.get_rng_state = lambda device="cuda": torch.get_rng_state()
     torch.cuda.manual_seed = lambda seed: torch.default_generator.manual_seed(int(seed))
     torch.cuda.manual_seed_all = lambda seed: torch.default_generator.manual_seed(int(seed))
+    torch.Tensor.cuda = lambda self, *args, **kwargs: self
+
+    _CPU_TORCH = _CpuTorch()
+    for name, module in list(sys.modules.items()):
+        if name.startswith("megatron.") and module is not None:
+            _patch_module(module)
+    sys.meta_path.insert(0, _PatchMegatronOnImport())
 
     import megatron.core.fusions.fused_softmax as fused_softmax
+    import megatron.core.optimizer.clip_grads as clip_grads
+    import megatron.core.optimizer.distrib_optimizer as distrib_optimizer
+    import megatron.core.optimizer.optimizer as optimizer
     import megatron.core.tensor_parallel.random as mpu_random
     import megatron.core.transformer.utils as transformer_utils
 
@@ -95,7 +177,13 @@ def apply() -> bool:
     transformer_utils.get_default_causal_mask = get_default_causal_mask
     fused_softmax.get_default_causal_mask = get_default_causal_mask
 
-    _CudaToCpuMode().__enter__()
+    clip_grads.clip_grad_by_total_norm_fp32 = _with_cuda_type_strings(clip_grads.clip_grad_by_total_norm_fp32)
+    optimizer.clip_grad_by_total_norm_fp32 = clip_grads.clip_grad_by_total_norm_fp32
+    optimizer.Float16OptimizerWithFloat16Params.__init__ = _with_cuda_type_strings(
+        optimizer.Float16OptimizerWithFloat16Params.__init__)
+    build_groups = distrib_optimizer.DistributedOptimizer._build_model_and_main_param_groups
+    distrib_optimizer.DistributedOptimizer._build_model_and_main_param_groups = staticmethod(
+        _with_cuda_type_strings(build_groups))
     _applied = True
     return True
 

@@ -153,7 +153,10 @@ def build_llama_model(
     if use_transformer_engine(transformer_engine):
         layer_spec = get_gpt_layer_with_transformer_engine_spec()
     else:
+        from megatron_ext.attention import SDPAttention
+
         layer_spec = get_gpt_layer_local_spec(normalization="RMSNorm")
+        layer_spec.submodules.self_attention.submodules.core_attention = SDPAttention
     model = GPTModel(
         config=config,
         transformer_layer_spec=layer_spec,

@@ -74,3 +74,25 @@ def forward_logits(model, tokens_BS: torch.Tensor, micro_batch_size: int | None 
     if not ps.is_pipeline_last_stage():
         return None
     return torch.cat([o["logits"] for o in outputs])
+
+
+def wrap_with_ddp(model, *, use_distributed_optimizer: bool = False, overlap_grad_reduce: bool = False,
+                  grad_reduce_in_fp32: bool = True):
+    """Megatron DDP around a GPTModel, with the schedule hooks that make it reduce gradients.
+
+    The schedules only all-reduce data-parallel gradients (and tied-embedding / layernorm grads across
+    stages) through `config.finalize_model_grads_func`; without it every DP rank silently steps on its own
+    gradients.
+    """
+    from megatron.core.distributed import DistributedDataParallel, DistributedDataParallelConfig, finalize_model_grads
+
+    ddp = DistributedDataParallel(
+        model.config,
+        DistributedDataParallelConfig(grad_reduce_in_fp32=grad_reduce_in_fp32, overlap_grad_reduce=overlap_grad_reduce,
+                                      use_distributed_optimizer=use_distributed_optimizer),
+        model,
+    )
+    model.config.finalize_model_grads_func = finalize_model_grads
+    if overlap_grad_reduce:
+        model.config.no_sync_func = ddp.no_sync
+    return ddp
