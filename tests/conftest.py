@@ -30,3 +30,14 @@ def read_rank_results(out_dir: Path, nproc: int) -> list[dict]:
 @pytest.fixture
 def torchrun():
     return run_torchrun
+
+
+def pytest_collection_modifyitems(config, items):
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip_gpu = pytest.mark.skip(reason="needs a CUDA GPU (run on the device machine)")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip_gpu)
