@@ -1,0 +1,35 @@
+"""SIGTERM / SIGUSR1 -> "checkpoint and exit cleanly", agreed by every rank.
+
+SLURM sends USR1 (with `--signal=USR1@secs`) before the time limit and TERM on preemption/requeue. The handler
+only sets a flag; training loops call `should_exit()` at step boundaries, which all-reduces the flag so all
+ranks stop at the same step (a signal may reach only some of them).
+"""
+
+from __future__ import annotations
+
+import signal
+
+import torch
+import torch.distributed as dist
+
+
+class ExitSignalHandler:
+    def __init__(self, signals: tuple[int, ...] = (signal.SIGTERM, signal.SIGUSR1)):
+        self.received: int | None = None
+        self._previous = {}
+        for sig in signals:
+            self._previous[sig] = signal.signal(sig, self._handle)
+
+    def _handle(self, signum, frame) -> None:
+        self.received = signum
+
+    def should_exit(self) -> bool:
+        """Collective when torch.distributed is initialised: True on every rank if any rank got a signal."""
+        flag = torch.tensor([1 if self.received is not None else 0], dtype=torch.int32)
+        if dist.is_initialized() and dist.get_world_size() > 1:
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return bool(flag.item())
+
+    def restore(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
