@@ -1,0 +1,138 @@
+"""Stage-two (Dr. GRPO) settings: the one place their defaults live.
+
+Defaults are the paper's (Oat-Zero, arXiv 2503.20783 and sail-sg/understand-r1-zero): lr 1e-6 constant,
+AdamW (0.9, 0.95), no weight decay, grad clip 1.0, G=8 samples per question, 128 questions per step,
+temperature 1.0, top-p 1.0, 3000 new tokens, 1024 prompt tokens, eps 0.2, no KL, Dr. GRPO aggregation and
+no std normalisation. The tiny CPU recipe overrides the sizes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pipeline.rl.loss import AGGREGATIONS
+
+
+@dataclass
+class RLConfig:
+    # ---- inputs and outputs
+    model_dir: str = ""
+    """HF directory of the starting policy (stage one's export), with its tokenizer."""
+    output_dir: str = "outputs/rl"
+    """Checkpoints, metrics.jsonl, tensorboard/, generations.jsonl and the final HF export go here."""
+    train_questions: str = ""
+    """Training questions: a jsonl of {question, answer}, or 'math:PATH' / 'gsm8k:PATH' (see data_prep.questions)."""
+    train_levels: tuple[int, ...] = ()
+    """Keep only these difficulty levels (MATH levels 3-5 in the paper); empty keeps all."""
+    test_questions: str = ""
+    """Held-out questions for periodic greedy evaluation (same formats); empty disables evaluation."""
+    template: str = "qwen_math"
+    """Prompt template: r1, qwen_math or none (data_prep.templates)."""
+    seed: int = 42
+
+    # ---- rollouts
+    generator: str = "auto"
+    """Rollout engine: vllm, torch, auto (vLLM when importable) or 'module:Class'."""
+    generator_options: dict = field(default_factory=dict)
+    """Engine-specific settings, e.g. {'gpu_memory_utilization': 0.35}."""
+    questions_per_step: int = 128
+    """Questions sampled per RL step (the rollout batch)."""
+    group_size: int = 8
+    """Responses per question (G)."""
+    max_new_tokens: int = 3000
+    """Generation budget; also the constant Dr. GRPO normaliser. Truncated responses get reward 0."""
+    max_prompt_tokens: int = 1024
+    """Longer prompts are dropped from the question set at start-up (counted in the log)."""
+    temperature: float = 1.0
+    top_p: float = 1.0
+
+    # ---- algorithm
+    aggregation: str = "dr_grpo"
+    """Token-loss aggregation: dr_grpo (sum / max_new_tokens), grpo (per-response mean), token_mean (DAPO)."""
+    std_normalize: bool = False
+    """Divide advantages by the per-question reward std (GRPO); Dr. GRPO does not."""
+    clip_eps: float = 0.2
+    kl_coef: float = 0.0
+    """KL to the frozen initial policy (k3 estimator); 0 in the paper, and then no reference model is built."""
+    ppo_epochs: int = 1
+    minibatches_per_step: int = 1
+    """Optimizer steps per RL step (each on a 1/minibatches share of the responses)."""
+    behaviour_logprobs: str = "learner"
+    """Old log-probs of the PPO ratio: 'learner' (recomputed before the update) or 'engine' (from sampling)."""
+
+    # ---- optimisation
+    lr: float = 1e-6
+    adam_betas: tuple[float, float] = (0.9, 0.95)
+    adam_eps: float = 1e-8
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    bf16: bool = True
+    """bf16 learner on GPU (fp32 master weights); CPU always runs fp32."""
+
+    # ---- parallelism
+    tp: int = 1
+    pp: int = 1
+    micro_batch_size: int = 8
+    """Responses per forward/backward micro-batch on each data-parallel rank."""
+    threads_per_rank: int = 0
+    """torch threads per rank on CPU (0: cores / ranks)."""
+
+    # ---- schedule
+    steps: int = 500
+    eval_every: int = 25
+    """Greedy evaluation on test_questions every this many steps (and before the first and after the last)."""
+    eval_max_questions: int = 0
+    """Evaluate on at most this many test questions (0: all)."""
+    checkpoint_every: int = 50
+    keep_checkpoints: int = 2
+    exit_duration_min: float = 0.0
+    """Save and exit cleanly after this many minutes (0: no limit); SLURM's USR1/TERM do the same."""
+    grader_workers: int = 1
+    """Grading worker processes per rank."""
+    grade_timeout_s: float = 1.0
+    """Hard limit per graded answer (the authors use 1 s); a timeout scores 0 and is counted."""
+    log_generations: int = 4
+    """Responses per step written to generations.jsonl (all of them: -1)."""
+
+    def validate(self, world_size: int) -> None:
+        """Raise ValueError with the fix, before any process group or model is built."""
+        if not self.model_dir or not (Path(self.model_dir) / "config.json").exists():
+            raise ValueError(f"model_dir={self.model_dir!r} is not a Hugging Face model directory (no config.json)")
+        if not self.train_questions:
+            raise ValueError("train_questions is empty: point it at a jsonl of {question, answer} or 'math:PATH'")
+        if self.aggregation not in AGGREGATIONS:
+            raise ValueError(f"aggregation={self.aggregation!r}; valid: {sorted(AGGREGATIONS)}")
+        if self.behaviour_logprobs not in ("learner", "engine"):
+            raise ValueError("behaviour_logprobs must be 'learner' or 'engine'")
+        if world_size % (self.tp * self.pp):
+            raise ValueError(f"world size {world_size} is not divisible by tp x pp = {self.tp} x {self.pp}")
+        dp = world_size // (self.tp * self.pp)
+        responses = self.questions_per_step * self.group_size
+        if responses % (dp * self.minibatches_per_step * self.micro_batch_size):
+            raise ValueError(
+                f"questions_per_step x group_size = {responses} responses must split evenly into dp ({dp}) x "
+                f"minibatches_per_step ({self.minibatches_per_step}) x micro_batch_size ({self.micro_batch_size})"
+            )
+        if self.questions_per_step % world_size:
+            raise ValueError(f"questions_per_step={self.questions_per_step} must be divisible by the number of "
+                             f"ranks ({world_size}): every rank's rollout engine samples an equal share")
+        if self.temperature < 0 or not 0 < self.top_p <= 1:
+            raise ValueError("temperature must be >= 0 and top_p in (0, 1]")
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "RLConfig":
+        known = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            raise ValueError(f"unknown RL config fields {unknown}; valid fields: {sorted(known)}")
+        values = dict(values)
+        for name in ("train_levels", "adam_betas"):
+            if name in values and values[name] is not None:
+                values[name] = tuple(values[name])
+        return cls(**values)

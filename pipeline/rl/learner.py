@@ -1,0 +1,188 @@
+"""The Megatron-core policy of stage two: log-probs of sampled responses and PPO updates, at any TP/PP/DP.
+
+Every rank holds its shard. A `PolicyBatch` is this data-parallel rank's share of a step's responses, already
+padded to one length (pipeline stages exchange fixed-size activations). Losses come from
+`pipeline.rl.loss.policy_loss` on vocab-parallel log-probs, normalised by the counts of the whole step so
+that micro-batching and data parallelism never change the gradient.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from megatron_ext.llama import build_llama_model, unwrap_model
+from megatron_ext.logprobs import vocab_parallel_entropy, vocab_parallel_logprobs
+from megatron_ext.schedule import forward_backward, wrap_with_ddp
+from megatron_ext.weights import export_hf_weights, load_hf_weights
+from pipeline.rl.loss import policy_loss
+
+METRIC_KEYS = ("loss", "entropy", "clip_frac", "approx_kl", "kl_ref", "logp_mismatch", "tokens")
+
+
+@dataclass
+class PolicyBatch:
+    tokens_BS: torch.Tensor
+    """Prompt + response token ids, right-padded, [B, S]."""
+    response_mask_BS: torch.Tensor
+    """True where the token at that position is a generated response token (bool, [B, S])."""
+    engine_logp_BS: torch.Tensor
+    """Behaviour log-prob of each response token from the rollout engine, at the token's position (0 elsewhere)."""
+    adv_B: torch.Tensor
+    """Advantage of each response."""
+
+    def rows(self, sl: slice) -> "PolicyBatch":
+        return PolicyBatch(self.tokens_BS[sl], self.response_mask_BS[sl], self.engine_logp_BS[sl], self.adv_B[sl])
+
+    @property
+    def size(self) -> int:
+        return self.tokens_BS.shape[0]
+
+
+class Learner:
+    def __init__(self, cfg, layout, hf_dir: str, *, hf_config=None):
+        from megatron.core.optimizer import OptimizerConfig, get_megatron_optimizer
+        from transformers import AutoConfig
+
+        self.cfg = cfg
+        self.layout = layout
+        hf_config = hf_config or AutoConfig.from_pretrained(hf_dir)
+        self.vocab_size = hf_config.vocab_size
+        on_gpu = torch.cuda.is_available()
+        dtype = torch.bfloat16 if on_gpu and cfg.bf16 else torch.float32
+        model = build_llama_model(hf_config, tp=layout.tp, pp=layout.pp, dtype=dtype)
+        load_hf_weights(model, hf_dir)
+        self.model = wrap_with_ddp(model, use_distributed_optimizer=on_gpu and layout.dp > 1)
+        self.optimizer = get_megatron_optimizer(
+            OptimizerConfig(optimizer="adam", lr=cfg.lr, min_lr=cfg.lr, weight_decay=cfg.weight_decay,
+                            adam_beta1=cfg.adam_betas[0], adam_beta2=cfg.adam_betas[1], adam_eps=cfg.adam_eps,
+                            clip_grad=cfg.grad_clip, bf16=dtype == torch.bfloat16,
+                            use_distributed_optimizer=on_gpu and layout.dp > 1),
+            [self.model],
+        )
+        self.reference = None
+        if cfg.kl_coef > 0:
+            self.reference = build_llama_model(hf_config, tp=layout.tp, pp=layout.pp, dtype=dtype)
+            load_hf_weights(self.reference, hf_dir)
+            self.reference.eval().requires_grad_(False)
+
+    # ---- log-probs ---------------------------------------------------------------------------------------
+
+    def _microbatches(self, batch: PolicyBatch, extra: dict | None = None) -> list[dict]:
+        mbs = self.cfg.micro_batch_size
+        out = []
+        for start in range(0, batch.size, mbs):
+            mb = {"tokens": batch.tokens_BS[start : start + mbs], "rows": slice(start, start + mbs)}
+            out.append(mb)
+        return out
+
+    @torch.no_grad()
+    def logprobs(self, batch: PolicyBatch, model=None) -> torch.Tensor | None:
+        """Log-probs [B, S] of each token at its position under `model` (default: the policy); last PP stage
+        only (None elsewhere)."""
+        from megatron.core import parallel_state as ps
+
+        model = model or self.model
+        model.eval()
+        temperature = self.cfg.temperature
+
+        def loss_fn(logits, mb):
+            logp = vocab_parallel_logprobs(logits[:, :-1] / temperature, mb["tokens"][:, 1:], self.vocab_size)
+            return logits.new_zeros(()), {"logp": torch.nn.functional.pad(logp, (1, 0))}
+
+        outputs = forward_backward([model], self._microbatches(batch), loss_fn, forward_only=True)
+        if not ps.is_pipeline_last_stage():
+            return None
+        return torch.cat([o["logp"] for o in outputs])
+
+    # ---- update ------------------------------------------------------------------------------------------
+
+    def train(self, batch: PolicyBatch, *, num_responses_global: int, num_tokens_global: int) -> dict:
+        """PPO epochs over this DP rank's responses; returns step metrics averaged over the whole step."""
+        cfg = self.cfg
+        old_logp = self.logprobs(batch) if cfg.behaviour_logprobs == "learner" else batch.engine_logp_BS
+        ref_logp = self.logprobs(batch, self.reference) if self.reference is not None else None
+        mask = batch.response_mask_BS
+        sums = {k: 0.0 for k in METRIC_KEYS}
+        if old_logp is not None:
+            sums["logp_mismatch"] = ((old_logp - batch.engine_logp_BS).abs() * mask).sum().item()
+        dp = self.layout.dp
+        minibatches = max(1, cfg.minibatches_per_step)
+        rows_per_minibatch = batch.size // minibatches
+        grad_norms = []
+        for _ in range(cfg.ppo_epochs):
+            for m in range(minibatches):
+                sl = slice(m * rows_per_minibatch, (m + 1) * rows_per_minibatch)
+                grad_norms.append(self._update(batch.rows(sl), old_logp[sl] if old_logp is not None else None,
+                                               ref_logp[sl] if ref_logp is not None else None,
+                                               num_responses_global // minibatches // dp,
+                                               max(1, num_tokens_global // minibatches // dp), sums))
+        updates = cfg.ppo_epochs * minibatches
+        totals = torch.tensor([sums[k] for k in METRIC_KEYS], dtype=torch.float64)
+        from megatron.core import parallel_state as ps
+
+        if not ps.is_pipeline_last_stage():
+            totals.zero_()
+        dist.all_reduce(totals)
+        totals /= self.layout.tp  # every TP rank of the last stage holds the same values
+        t = dict(zip(METRIC_KEYS, totals.tolist()))
+        n_tok = max(t["tokens"] / updates, 1.0)
+        return {
+            "train/loss": t["loss"] / (updates * dp),
+            "train/entropy": t["entropy"] / (n_tok * updates),
+            "train/clip_frac": t["clip_frac"] / (n_tok * updates),
+            "train/approx_kl": t["approx_kl"] / (n_tok * updates),
+            "train/kl_ref": t["kl_ref"] / (n_tok * updates),
+            "train/logp_mismatch": t["logp_mismatch"] / n_tok,
+            "train/grad_norm": float(sum(grad_norms) / len(grad_norms)),
+        }
+
+    def _update(self, batch, old_logp, ref_logp, num_responses, num_tokens, sums) -> float:
+        cfg = self.cfg
+        self.model.train()
+        self.model.zero_grad_buffer()
+        self.optimizer.zero_grad()
+        temperature = cfg.temperature
+
+        def loss_fn(logits, mb):
+            rows = mb["rows"]
+            target = mb["tokens"][:, 1:]
+            logp = vocab_parallel_logprobs(logits[:, :-1] / temperature, target, self.vocab_size)
+            mask = batch.response_mask_BS[rows][:, 1:]
+            loss, metrics = policy_loss(
+                logp, old_logp[rows][:, 1:], batch.adv_B[rows], mask, clip_eps=cfg.clip_eps,
+                aggregation=cfg.aggregation, max_new_tokens=cfg.max_new_tokens, kl_coef=cfg.kl_coef,
+                ref_logp_BT=ref_logp[rows][:, 1:] if ref_logp is not None else None,
+                num_responses=num_responses, num_tokens=num_tokens,
+            )
+            n = mask.sum().item()
+            entropy = vocab_parallel_entropy(logits[:, :-1] / temperature, self.vocab_size)
+            sums["loss"] += loss.item()
+            sums["tokens"] += n
+            sums["entropy"] += (entropy * mask).sum().item()
+            sums["clip_frac"] += float(metrics.get("clip_frac", 0.0)) * n
+            sums["approx_kl"] += float(metrics.get("approx_kl", 0.0)) * n
+            sums["kl_ref"] += float(metrics.get("kl_ref", 0.0)) * n
+            return loss, {}
+
+        forward_backward([self.model], self._microbatches(batch), loss_fn, forward_only=False)
+        ok, grad_norm, _ = self.optimizer.step()
+        if not ok:
+            raise FloatingPointError("optimizer step skipped: non-finite gradients")
+        return float(grad_norm or 0.0)
+
+    # ---- weights and checkpoints ------------------------------------------------------------------------
+
+    def export_weights(self):
+        """Full HF-named tensors on every rank (for the rollout engine), lm_head included."""
+        return export_hf_weights(self.model, include_tied_lm_head=True, dtype=torch.float32)
+
+    def sharded_state_dict(self) -> dict:
+        model_sd = self.model.sharded_state_dict()
+        return {"model": model_sd, "optimizer": self.optimizer.sharded_state_dict(model_sd)}
+
+    def load_state_dict(self, state: dict) -> None:
+        unwrap_model(self.model).load_state_dict(state["model"], strict=False)
+        self.optimizer.load_state_dict(state["optimizer"])
