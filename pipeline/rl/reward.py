@@ -1,0 +1,374 @@
+"""Binary math reward for RL rollouts: 1.0 when the response's final answer equals the gold answer, else 0.0.
+
+    from pipeline.rl.reward import RewardGrader, math_reward
+    with RewardGrader(num_workers=4, timeout_s=1.0) as grader:
+        rewards, stats = grader.grade_batch(responses, golds, "r1", truncated=finished_by_length)
+    math_reward(response, gold, "qwen_math")          # one answer, through a shared one-worker grader
+
+Per response: a response cut at the length limit scores 0; the template pulls out the final answer (the last
+``\\boxed{}``, or the last ``<answer>`` tag for ``r1``); answers equal after normalisation score 1 right here;
+everything else goes to a worker process that tries sympy, then math-verify (``pipeline.rl.grading``).
+Each worker grade has a hard wall-clock limit: a worker past its deadline is killed and replaced and the answer
+scores 0; so does an answer whose worker crashed. Both are counted in the stats, and the run goes on.
+There is no format reward.
+
+Workers are fresh interpreters (``python -c``) speaking JSON lines on stdin/stdout: nothing is unpickled, nothing
+of the parent (torch, vLLM, its threads, its ``__main__``) is inherited or re-imported, and a warm standby
+worker takes over the moment one is killed.
+"""
+
+from __future__ import annotations
+
+import atexit
+import dataclasses
+import json
+import multiprocessing.connection
+import os
+import subprocess
+import sys
+import threading
+import time
+import weakref
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+from data_prep.answers import last_boxed_content
+from data_prep.templates import get_template
+from pipeline.rl.grading import EQUIVALENCE_STAGES, check_stages, is_equivalent, normalize_answer
+
+
+@dataclass(frozen=True)
+class GraderConfig:
+    num_workers: int = 2
+    """Grading worker processes; grades run in parallel across them. One more is kept warm as a standby."""
+    timeout_s: float = 1.0
+    """Hard wall-clock limit for one answer in a worker (the authors use 1 s); past it the worker is killed
+    and the answer scores 0."""
+    stages: tuple[str, ...] = tuple(EQUIVALENCE_STAGES)
+    """Equivalence checks after the normalised string match, in order (``pipeline.rl.grading.EQUIVALENCE_STAGES``)."""
+    max_answer_chars: int = 1000
+    """Extracted answers (or gold answers) longer than this score 0 without grading, unless identical to the gold."""
+    worker_memory_mb: int = 4096
+    """Address-space limit of each worker (RLIMIT_AS), so one answer cannot exhaust the node; 0 = no limit."""
+    startup_timeout_s: float = 120.0
+    """How long to wait for a worker process to start before failing loudly (an environment problem)."""
+
+    def __post_init__(self):
+        if self.num_workers < 1:
+            raise ValueError(f"num_workers must be >= 1, got {self.num_workers}")
+        if not self.timeout_s > 0:
+            raise ValueError(f"timeout_s must be > 0 seconds, got {self.timeout_s}")
+        if self.max_answer_chars < 1:
+            raise ValueError(f"max_answer_chars must be >= 1, got {self.max_answer_chars}")
+        check_stages(self.stages)
+
+
+STAT_KEYS = ("grading_failures", "grading_timeouts", "worker_restarts", "truncated", "no_answer",
+             "answer_too_long", "string_match", "worker_graded")
+"""Counts in ``grade_batch``'s stats (per response, except worker_restarts), plus ``grade_time_s``."""
+
+
+def gold_answer(gold: str) -> str:
+    """The gold answer as compared: the content of its last ``\\boxed{}`` when it has one (MATH solutions)."""
+    boxed = last_boxed_content(gold) if "\\boxed" in gold or "\\fbox" in gold else None
+    return (boxed if boxed is not None else gold).strip()
+
+
+# ------------------------------------------------------------------------------------------- worker process
+
+
+def _serve(memory_mb: str, parent_pid: str, stages: str) -> None:
+    """Worker entry point: grade ``[job, pred, gold]`` lines from stdin, answer ``[job, equal, errors]`` lines."""
+    if sys.platform == "linux":  # die with the parent even while stuck in C code (a hung grade never reads stdin)
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if os.getppid() != int(parent_pid):
+        return
+    if int(memory_mb) > 0:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_AS, (int(memory_mb) << 20, int(memory_mb) << 20))
+    out, stages_ = sys.stdout.buffer, tuple(stages.split(","))
+    sys.stdout = sys.stderr  # a library's print must not corrupt the protocol
+    out.write(b'["ready"]\n')
+    out.flush()
+    for line in sys.stdin.buffer:
+        job, pred, gold = json.loads(line)
+        try:
+            equal, errors = is_equivalent(pred, gold, stages_)
+        except BaseException as error:  # MemoryError, RecursionError...: report it and keep serving
+            equal, errors = False, [f"{type(error).__name__}: {str(error)[:200]}"]
+        out.write(json.dumps([job, equal, errors]).encode() + b"\n")
+        out.flush()
+
+
+_PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
+
+
+class _Worker:
+    """One grading process. ``fileno()`` lets ``multiprocessing.connection.wait`` watch its output."""
+
+    def __init__(self, config: GraderConfig):
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [_PACKAGE_ROOT, os.environ.get("PYTHONPATH")])))
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", "import sys; from pipeline.rl.reward import _serve; _serve(*sys.argv[1:])",
+             str(config.worker_memory_mb), str(os.getpid()), ",".join(config.stages)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, start_new_session=True)
+        self.startup_timeout_s = config.startup_timeout_s
+        self.start_deadline = time.monotonic() + config.startup_timeout_s
+        self.ready = False
+        self.job: int | None = None
+        self.deadline = 0.0
+        self._buffer = b""
+
+    def fileno(self) -> int:
+        return self.process.stdout.fileno()
+
+    def send(self, message: list) -> None:
+        self.process.stdin.write(json.dumps(message).encode() + b"\n")  # small (answers are capped): never blocks
+        self.process.stdin.flush()
+
+    def receive(self) -> list | None:
+        """The next message once a whole line has arrived ([] while partial); None when the process is gone."""
+        while b"\n" not in self._buffer:
+            chunk = os.read(self.fileno(), 1 << 16)
+            if not chunk:
+                return None
+            self._buffer += chunk
+            if b"\n" not in self._buffer:
+                return []
+        line, self._buffer = self._buffer.split(b"\n", 1)
+        return json.loads(line)
+
+    def check_started(self) -> None:
+        if time.monotonic() > self.start_deadline:
+            raise RuntimeError(f"a grading worker did not start within {self.startup_timeout_s} s; check that "
+                               f"`{sys.executable} -c 'import pipeline.rl.reward'` works")
+
+    def stop(self, kill: bool) -> None:
+        if kill:
+            self.process.kill()
+        else:
+            try:
+                self.process.stdin.close()  # EOF: the worker leaves its loop
+            except OSError:
+                pass
+        try:
+            self.process.wait(timeout=0.5 if kill else 2.0)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=2.0)
+        for stream in (self.process.stdin, self.process.stdout):
+            try:
+                stream.close()
+            except OSError:
+                pass
+
+
+def _stop_all(workers: list[_Worker]) -> None:
+    for worker in workers:
+        worker.stop(kill=False)
+    workers.clear()
+
+
+# ---------------------------------------------------------------------------------------------------- grader
+
+
+class RewardGrader:
+    """A pool of grading processes with a hard per-answer time limit. Use as a context manager, or call close().
+
+    ``RewardGrader(num_workers=4, timeout_s=1.0)`` or ``RewardGrader(GraderConfig(...))``.
+    """
+
+    def __init__(self, config: GraderConfig | None = None, /, **overrides):
+        try:
+            self.config = dataclasses.replace(config or GraderConfig(), **overrides)
+        except TypeError:
+            valid = [f.name for f in dataclasses.fields(GraderConfig)]
+            raise ValueError(f"unknown grader setting(s) {sorted(overrides)}; valid names: {valid}") from None
+        self._workers: list[_Worker] = []  # the last one is the warm standby
+        self._lock = threading.Lock()
+        self._closed = False
+        self._finalizer = weakref.finalize(self, _stop_all, self._workers)
+
+    def start(self) -> "RewardGrader":
+        """Start the workers and wait until they are ready (grade_batch does this on first use)."""
+        with self._lock:
+            self._ensure_workers()
+            for worker in self._active():
+                self._wait_ready(worker)
+        return self
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            self._finalizer()
+
+    def __enter__(self) -> "RewardGrader":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def worker_pids(self, *, include_standby: bool = False) -> list[int]:
+        """Process ids of the active workers (and of the warm standby, last)."""
+        return [w.process.pid for w in (self._workers if include_standby else self._active())]
+
+    def _active(self) -> list[_Worker]:
+        return self._workers[: self.config.num_workers]
+
+    def _ensure_workers(self) -> int:
+        """Drop dead workers and top the pool up (standby included); returns how many were replaced."""
+        if self._closed:
+            raise ValueError("this RewardGrader is closed; create a new one")
+        dead = [w for w in self._workers if w.process.poll() is not None]
+        for worker in dead:
+            self._workers.remove(worker)
+            worker.stop(kill=True)
+        while len(self._workers) < self.config.num_workers + 1:
+            self._workers.append(_Worker(self.config))
+        return len(dead)
+
+    def _replace(self, worker: _Worker) -> None:
+        """Kill ``worker``; the standby takes its place and a new standby starts."""
+        worker.stop(kill=True)
+        self._workers.remove(worker)
+        self._workers.append(_Worker(self.config))
+
+    def _wait_ready(self, worker: _Worker) -> None:
+        while not worker.ready:
+            remaining = worker.start_deadline - time.monotonic()
+            if remaining > 0 and multiprocessing.connection.wait([worker], timeout=remaining):
+                message = worker.receive()
+                if message is None:
+                    raise RuntimeError(f"a grading worker exited at startup (code {worker.process.wait()}); check "
+                                       f"that `{sys.executable} -c 'import pipeline.rl.reward'` works")
+                worker.ready = message == ["ready"]
+            worker.check_started()
+
+    def grade_batch(self, responses: Sequence[str], golds: Sequence[str], template: str,
+                    truncated: Sequence[bool] | None = None) -> tuple[list[float], dict[str, float]]:
+        """Rewards (0.0 / 1.0, in order) and counts (``STAT_KEYS``, plus ``grade_time_s``).
+
+        ``truncated[i]`` marks a response that hit the generation limit: it scores 0 whatever it says.
+        """
+        started = time.monotonic()
+        extract = get_template(template).extract_answer
+        truncated = [False] * len(responses) if truncated is None else list(truncated)
+        if not len(responses) == len(golds) == len(truncated):
+            raise ValueError(f"responses ({len(responses)}), golds ({len(golds)}) and truncated ({len(truncated)}) "
+                             "must have the same length: one gold answer and one flag per response")
+        stats: dict[str, float] = dict.fromkeys(STAT_KEYS, 0)
+        rewards = [0.0] * len(responses)
+        jobs: dict[tuple[str, str], list[int]] = {}  # identical (answer, gold) pairs are graded once
+        normalized: dict[str, str] = {}
+        for i, (response, gold) in enumerate(zip(responses, golds)):
+            if truncated[i]:
+                stats["truncated"] += 1
+                continue
+            try:
+                pred, target = extract(response), gold_answer(gold)
+                if pred is None or not pred.strip():
+                    stats["no_answer"] += 1
+                elif pred.strip() == target:
+                    stats["string_match"] += 1
+                    rewards[i] = 1.0
+                elif max(len(pred), len(target)) > self.config.max_answer_chars:
+                    stats["answer_too_long"] += 1
+                else:
+                    for text in (pred, target):
+                        if text not in normalized:
+                            normalized[text] = normalize_answer(text)
+                    if normalized[pred] == normalized[target]:
+                        stats["string_match"] += 1
+                        rewards[i] = 1.0
+                    else:
+                        jobs.setdefault((pred, target), []).append(i)
+            except Exception:  # string scanning should not fail; if it does, the answer scores 0 and is counted
+                stats["grading_failures"] += 1
+        if jobs:
+            with self._lock:
+                stats["worker_restarts"] += self._ensure_workers()
+                for (equal, status), indices in zip(self._run(list(jobs), stats), jobs.values()):
+                    stats["worker_graded"] += len(indices)
+                    if status != "ok":
+                        stats[status] += len(indices)
+                    for i in indices:
+                        rewards[i] = 1.0 if equal else 0.0
+        stats["grade_time_s"] = time.monotonic() - started
+        return rewards, stats
+
+    def _run(self, jobs: list[tuple[str, str]], stats: dict[str, float]) -> list[tuple[bool, str]]:
+        """(equal, status) per job; status is "ok", "grading_timeouts" or "grading_failures"."""
+        results: list[tuple[bool, str] | None] = [None] * len(jobs)
+        queue = deque(range(len(jobs)))
+
+        def fail(worker: _Worker, status: str) -> None:
+            if worker.job is not None:
+                results[worker.job] = (False, status)
+            elif not worker.ready and (worker.process.poll() or 0) > 0:  # a Python error, not a kill signal
+                raise RuntimeError(f"a grading worker exited at startup (code {worker.process.returncode}); check "
+                                   f"that `{sys.executable} -c 'import pipeline.rl.reward'` works")
+            self._replace(worker)
+            stats["worker_restarts"] += 1
+
+        while queue or any(w.job is not None for w in self._active()):
+            for worker in self._active():
+                if worker.ready and worker.job is None and queue:
+                    job = queue.popleft()
+                    try:
+                        worker.send([job, *jobs[job]])
+                    except OSError:  # died while idle: not this answer's fault, grade it elsewhere
+                        queue.appendleft(job)
+                        fail(worker, "grading_failures")
+                        continue
+                    worker.job, worker.deadline = job, time.monotonic() + self.config.timeout_s
+            active = self._active()
+            now = time.monotonic()
+            wake = min([w.deadline for w in active if w.job is not None]
+                       + [w.start_deadline for w in active if not w.ready], default=now)
+            for worker in multiprocessing.connection.wait(active, timeout=max(0.0, wake - now)):
+                message = worker.receive()
+                if message is None:  # crashed or was killed
+                    fail(worker, "grading_failures")
+                elif message == ["ready"]:
+                    worker.ready = True
+                elif message and message[0] == worker.job:
+                    _, equal, errors = message
+                    results[worker.job] = (bool(equal), "ok" if equal or not errors else "grading_failures")
+                    worker.job = None
+            now = time.monotonic()
+            for worker in self._active():
+                if worker.job is not None and now >= worker.deadline:
+                    fail(worker, "grading_timeouts")
+                elif not worker.ready:
+                    worker.check_started()
+        assert all(r is not None for r in results)
+        return results  # type: ignore[return-value]
+
+
+_shared_grader: RewardGrader | None = None
+_shared_lock = threading.Lock()
+
+
+def _shared() -> RewardGrader:
+    global _shared_grader
+    with _shared_lock:
+        if _shared_grader is None:
+            _shared_grader = RewardGrader(num_workers=1)
+            atexit.register(_shared_grader.close)
+        return _shared_grader
+
+
+def math_reward(response: str, gold: str, template: str, *, truncated: bool = False) -> float:
+    """1.0 if the response's final answer (per ``template``) equals ``gold``, else 0.0; never raises on model text.
+
+    Grades through one shared worker process (started by the first call that needs it, which takes about a
+    second longer); each grade after that is bounded by ``GraderConfig.timeout_s``.
+    """
+    rewards, _ = _shared().grade_batch([response], [gold], template, [truncated])
+    return rewards[0]
