@@ -105,6 +105,7 @@ def test_truncated_responses_score_zero(grader):
     rewards, stats = grader.grade_batch([_boxed("4")] * 2, ["4"] * 2, "qwen_math", truncated=[True, False])
     assert rewards == [0.0, 1.0]
     assert stats["truncated"] == 1
+    assert math_reward(_boxed("4"), "4", "qwen_math", truncated=True) == 0.0
 
 
 def test_template_aware_extraction(grader):
@@ -145,7 +146,7 @@ def _hostile_cases(marker: str) -> list[tuple[str, str, str, str]]:
 
 def test_math_reward_on_hostile_output_is_bounded_and_executes_nothing(tmp_path):
     marker = tmp_path / "pwned"
-    math_reward(_boxed("1"), "1", "qwen_math")  # start the shared worker outside the timed calls
+    assert math_reward(_boxed("0.5"), "1/2", "qwen_math") == 1.0  # starts the shared worker, outside the timed calls
     for name, response, gold, template in _hostile_cases(str(marker)):
         start = time.monotonic()
         reward = math_reward(response, gold, template)

@@ -76,7 +76,8 @@ def get_aggregation(name: str) -> Aggregation:
         raise ValueError(f"unknown loss aggregation {name!r}; valid names: {sorted(AGGREGATIONS)}") from None
 
 
-def _check_shapes(logp_BT: Tensor, old_logp_BT: Tensor, adv_B: Tensor, mask_BT: Tensor, ref_logp_BT: Tensor | None) -> None:
+def _check_shapes(logp_BT: Tensor, old_logp_BT: Tensor, adv_B: Tensor, mask_BT: Tensor,
+                  ref_logp_BT: Tensor | None) -> None:
     if logp_BT.dim() != 2 or 0 in logp_BT.shape:
         raise ValueError(f"logp_BT must be [B, T] per-token log-probs with B, T >= 1, got shape {tuple(logp_BT.shape)}")
     named = {"old_logp_BT": old_logp_BT, "mask_BT": mask_BT}
