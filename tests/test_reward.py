@@ -99,6 +99,8 @@ def test_normalisation():
 def test_gold_answer_may_be_a_boxed_solution(grader):
     rewards, _ = grader.grade_batch([_boxed("0.5"), _boxed("2")], ["so it is $\\boxed{\\frac{1}{2}}$."] * 2, "none")
     assert rewards == [1.0, 0.0]
+    rewards, _ = grader.grade_batch([_boxed("12"), _boxed("12.0"), _boxed("1.5")], [12, 12, 1.5], "none")
+    assert rewards == [1.0, 1.0, 1.0]
 
 
 def test_truncated_responses_score_zero(grader):

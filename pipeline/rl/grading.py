@@ -397,9 +397,10 @@ def check_stages(stages: tuple[str, ...]) -> None:
 def is_equivalent(pred: str, gold: str, stages: tuple[str, ...] = tuple(EQUIVALENCE_STAGES)) -> tuple[bool, list[str]]:
     """(equal, errors): normalised string match, then each stage. ``errors`` names stages that raised
     something other than Unparseable; a caller counts those as grading failures when nothing matched."""
-    if not pred.strip():
+    pred_canon = normalize_answer(pred)
+    if not pred_canon:
         return False, []
-    if normalize_answer(pred) == normalize_answer(gold):
+    if pred_canon == normalize_answer(gold):
         return True, []
     errors = []
     for name in stages:

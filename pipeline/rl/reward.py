@@ -72,8 +72,9 @@ STAT_KEYS = ("grading_failures", "grading_timeouts", "worker_restarts", "truncat
 """Counts in ``grade_batch``'s stats (per response, except worker_restarts), plus ``grade_time_s``."""
 
 
-def gold_answer(gold: str) -> str:
+def gold_answer(gold: str | int | float) -> str:
     """The gold answer as compared: the content of its last ``\\boxed{}`` when it has one (MATH solutions)."""
+    gold = str(gold)
     boxed = last_boxed_content(gold) if "\\boxed" in gold or "\\fbox" in gold else None
     return (boxed if boxed is not None else gold).strip()
 
@@ -81,8 +82,9 @@ def gold_answer(gold: str) -> str:
 # ------------------------------------------------------------------------------------------- worker process
 
 
-def _serve(memory_mb: str, parent_pid: str, stages: str) -> None:
-    """Worker entry point: grade ``[job, pred, gold]`` lines from stdin, answer ``[job, equal, errors]`` lines."""
+def _serve(protocol_fd: int, memory_mb: str, parent_pid: str, stages: str) -> None:
+    """Worker entry point: grade ``[job, pred, gold]`` lines from stdin, answer ``[job, equal, errors]`` lines on
+    ``protocol_fd`` (the original stdout; fd 1 already points at stderr, so no library print can corrupt it)."""
     if sys.platform == "linux":  # die with the parent even while stuck in C code (a hung grade never reads stdin)
         import ctypes
         import signal
@@ -94,8 +96,7 @@ def _serve(memory_mb: str, parent_pid: str, stages: str) -> None:
         import resource
 
         resource.setrlimit(resource.RLIMIT_AS, (int(memory_mb) << 20, int(memory_mb) << 20))
-    out, stages_ = sys.stdout.buffer, tuple(stages.split(","))
-    sys.stdout = sys.stderr  # a library's print must not corrupt the protocol
+    out, stages_ = os.fdopen(protocol_fd, "wb"), tuple(stages.split(","))
     out.write(b'["ready"]\n')
     out.flush()
     for line in sys.stdin.buffer:
@@ -109,6 +110,8 @@ def _serve(memory_mb: str, parent_pid: str, stages: str) -> None:
 
 
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
+_WORKER_CODE = ("import os, sys; fd = os.dup(1); os.dup2(2, 1); "
+                "from pipeline.rl.reward import _serve; _serve(fd, *sys.argv[1:])")
 
 
 class _Worker:
@@ -117,8 +120,8 @@ class _Worker:
     def __init__(self, config: GraderConfig):
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [_PACKAGE_ROOT, os.environ.get("PYTHONPATH")])))
         self.process = subprocess.Popen(
-            [sys.executable, "-c", "import sys; from pipeline.rl.reward import _serve; _serve(*sys.argv[1:])",
-             str(config.worker_memory_mb), str(os.getpid()), ",".join(config.stages)],
+            [sys.executable, "-c", _WORKER_CODE, str(config.worker_memory_mb), str(os.getpid()),
+             ",".join(config.stages)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, start_new_session=True)
         self.startup_timeout_s = config.startup_timeout_s
         self.start_deadline = time.monotonic() + config.startup_timeout_s
@@ -134,17 +137,24 @@ class _Worker:
         self.process.stdin.write(json.dumps(message).encode() + b"\n")  # small (answers are capped): never blocks
         self.process.stdin.flush()
 
+    def has_message(self) -> bool:
+        return b"\n" in self._buffer
+
     def receive(self) -> list | None:
         """The next message once a whole line has arrived ([] while partial); None when the process is gone."""
-        while b"\n" not in self._buffer:
+        if not self.has_message():
             chunk = os.read(self.fileno(), 1 << 16)
             if not chunk:
                 return None
             self._buffer += chunk
-            if b"\n" not in self._buffer:
+            if not self.has_message():
                 return []
         line, self._buffer = self._buffer.split(b"\n", 1)
-        return json.loads(line)
+        try:
+            message = json.loads(line)
+        except ValueError:
+            return []
+        return message if isinstance(message, list) else []
 
     def check_started(self) -> None:
         if time.monotonic() > self.start_deadline:
@@ -244,7 +254,7 @@ class RewardGrader:
     def _wait_ready(self, worker: _Worker) -> None:
         while not worker.ready:
             remaining = worker.start_deadline - time.monotonic()
-            if remaining > 0 and multiprocessing.connection.wait([worker], timeout=remaining):
+            if worker.has_message() or (remaining > 0 and multiprocessing.connection.wait([worker], remaining)):
                 message = worker.receive()
                 if message is None:
                     raise RuntimeError(f"a grading worker exited at startup (code {worker.process.wait()}); check "
@@ -285,7 +295,7 @@ class RewardGrader:
                     for text in (pred, target):
                         if text not in normalized:
                             normalized[text] = normalize_answer(text)
-                    if normalized[pred] == normalized[target]:
+                    if normalized[pred] and normalized[pred] == normalized[target]:
                         stats["string_match"] += 1
                         rewards[i] = 1.0
                     else:
@@ -333,7 +343,8 @@ class RewardGrader:
             now = time.monotonic()
             wake = min([w.deadline for w in active if w.job is not None]
                        + [w.start_deadline for w in active if not w.ready], default=now)
-            for worker in multiprocessing.connection.wait(active, timeout=max(0.0, wake - now)):
+            pending = [w for w in active if w.has_message()]
+            for worker in pending or multiprocessing.connection.wait(active, timeout=max(0.0, wake - now)):
                 message = worker.receive()
                 if message is None:  # crashed or was killed
                     fail(worker, "grading_failures")
