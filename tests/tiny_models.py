@@ -71,3 +71,46 @@ def save_char_tokenizer(out_dir: str | Path, vocab_size: int = 250) -> Path:
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>", pad_token="<pad>")
     fast.save_pretrained(out_dir)
     return Path(out_dir)
+
+
+def addition_questions(n: int, seed: int, max_operand: int = 9) -> list[dict]:
+    import random
+
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        a, b = rng.randint(0, max_operand), rng.randint(0, max_operand)
+        out.append({"question": f"What is {a} + {b}? ", "answer": str(a + b)})
+    return out
+
+
+def save_warm_addition_model(out_dir: str | Path, *, steps: int = 120, seed: int = 0) -> Path:
+    """A tiny policy that already answers 'What is a + b? \\boxed{c}' sometimes right (a few seconds of SFT on
+    noisy targets), so RL tests see non-zero, non-constant rewards. Char tokenizer, vLLM-compatible shapes."""
+    import random
+
+    from transformers import AutoTokenizer, LlamaForCausalLM
+
+    out_dir = Path(out_dir)
+    save_random_llama(out_dir, tiny_llama_config(hidden_size=192, head_dim=32, num_layers=2), seed=seed)
+    save_char_tokenizer(out_dir)
+    tok = AutoTokenizer.from_pretrained(out_dir)
+    model = LlamaForCausalLM.from_pretrained(out_dir, dtype=torch.float32)
+    rng = random.Random(seed)
+    torch.manual_seed(seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    model.train()
+    for _ in range(steps):
+        texts = []
+        for q in addition_questions(32, rng.randint(0, 10**9)):
+            wrong = int(q["answer"]) + rng.choice([-1, 1])
+            answer = q["answer"] if rng.random() < 0.5 else str(wrong)  # noisy: leaves room for RL
+            texts.append(q["question"] + "\\boxed{" + answer + "}" + tok.eos_token)
+        batch = tok(texts, padding=True, return_tensors="pt")
+        labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
+        loss = model(**batch, labels=labels).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+    model.save_pretrained(out_dir)
+    return out_dir
