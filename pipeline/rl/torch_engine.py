@@ -45,7 +45,7 @@ class TorchGenerator:
         if self.tokenizer.eos_token_id is not None:
             eos = [*eos, self.tokenizer.eos_token_id]
         self.eos_ids = sorted({e for e in eos if e is not None})
-        self.batch_size = int(spec.options.get("batch_size", 64))
+        self.batch_size = int(spec.options.get("batch_size", 256))
 
     @torch.no_grad()
     def update_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> None:
@@ -91,27 +91,32 @@ class TorchGenerator:
         cache = DynamicCache()
         out_tokens = [[] for _ in range(B)]
         out_logprobs = [[] for _ in range(B)]
-        finish = [None] * B
-        eos = torch.tensor(self.eos_ids, device=self.device)
+        finish: list[str | None] = [None] * B
+        eos = set(self.eos_ids)
+        active = list(range(B))  # row r of the running batch is sample active[r]
         step_input = input_ids
         for _ in range(sampling.max_new_tokens):
             position_ids = (attention.cumsum(-1) - 1).clamp(min=0)[:, -step_input.shape[1] :]
             logits = self.model(input_ids=step_input, attention_mask=attention, position_ids=position_ids,
                                 past_key_values=cache, use_cache=True).logits[:, -1, : self.vocab_size].float()
             tokens, logps = _sample_next(logits, sampling, gen)
-            for i in range(B):
-                if finish[i] is not None:
-                    continue
-                out_tokens[i].append(int(tokens[i]))
-                out_logprobs[i].append(float(logps[i]))
-                if torch.isin(tokens[i], eos):
+            keep = []
+            for row, (i, token, logp) in enumerate(zip(active, tokens.tolist(), logps.tolist())):
+                out_tokens[i].append(token)
+                out_logprobs[i].append(logp)
+                if token in eos or (sampling.stop and self._hits_stop(out_tokens[i], sampling.stop)):
                     finish[i] = "stop"
-                elif sampling.stop and self._hits_stop(out_tokens[i], sampling.stop):
-                    finish[i] = "stop"
-            if all(f is not None for f in finish):
+                else:
+                    keep.append(row)
+            if not keep:
                 break
             step_input = tokens[:, None]
-            attention = torch.cat([attention, attention.new_ones((B, 1))], dim=1)
+            attention = torch.cat([attention, attention.new_ones((attention.shape[0], 1))], dim=1)
+            if len(keep) < len(active):  # drop finished rows from the batch and the cache
+                index = torch.tensor(keep, device=self.device)
+                cache.batch_select_indices(index)
+                step_input, attention = step_input[index], attention[index]
+                active = [active[r] for r in keep]
         return [
             Sample(out_tokens[i], out_logprobs[i], finish[i] or "length",
                    self.tokenizer.decode(out_tokens[i], skip_special_tokens=True))
