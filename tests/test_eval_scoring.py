@@ -1,0 +1,110 @@
+"""pass@k against hand values and brute force; the accuracy table of a small suite against a hand count, graded
+by the project's real reward (pipeline.rl.reward)."""
+
+import dataclasses
+import itertools
+import json
+from math import comb
+
+import pytest
+
+from pipeline.eval.evaluate import EvalConfig, evaluate
+from pipeline.eval.generation import Completion
+from pipeline.eval.scoring import pass_at_k, per_response, results_markdown, summarize
+
+
+@pytest.fixture(scope="module")
+def grade():
+    from pipeline.rl.reward import RewardGrader
+
+    with RewardGrader(num_workers=1) as grader:
+        yield lambda responses, golds, template: grader.grade_batch(list(responses), list(golds), template)[0]
+
+
+def test_pass_at_k_hand_values_and_brute_force():
+    assert pass_at_k(5, 2, 1) == pytest.approx(0.4)
+    assert pass_at_k(5, 2, 2) == pytest.approx(1 - comb(3, 2) / comb(5, 2))  # 0.7
+    assert pass_at_k(5, 2, 3) == pytest.approx(0.9)
+    assert pass_at_k(5, 2, 4) == 1.0 and pass_at_k(5, 0, 3) == 0.0 and pass_at_k(4, 4, 1) == 1.0
+    for n, c, k in [(6, 1, 2), (7, 3, 3), (8, 2, 5), (4, 1, 4)]:
+        samples = [1] * c + [0] * (n - c)  # share of k-subsets holding at least one correct sample
+        subsets = list(itertools.combinations(range(n), k))
+        assert pass_at_k(n, c, k) == pytest.approx(sum(any(samples[i] for i in s) for s in subsets) / len(subsets))
+    assert pass_at_k(200, 10, 100) == pytest.approx(1 - comb(190, 100) / comb(200, 100))
+    with pytest.raises(ValueError):
+        pass_at_k(4, 5, 1)
+    with pytest.raises(ValueError):
+        pass_at_k(4, 1, 5)
+
+
+SCRIPT = {  # question -> (responses of the generate function, in sample order)
+    "What is 3 + 4?": ["so \\boxed{7}", "\\boxed{8}"],
+    "What is half of 1?": ["\\boxed{0.5}", "it is \\boxed{\\frac{1}{2}}"],  # graded equal to gold 1/2
+    "What is 2 * 5?": ["ten", "\\boxed{11}"],  # first gives no boxed answer
+    "What is 9 - 9?": ["\\boxed{0", "\\boxed{0}"],  # first: unclosed box (no answer); second truncated below
+}
+
+
+def scripted_generate(prompts, *, n, temperature, top_p, max_new_tokens, stop, seed):
+    """A GenerateFn with fixed responses, so the expected numbers can be counted by hand."""
+    out = []
+    for prompt in prompts:
+        question = next(q for q in SCRIPT if q in prompt)
+        out.append([Completion(text, num_tokens=10 * (i + 1) + len(question), truncated=(question == "What is 9 - 9?" and i == 1))
+                    for i, text in enumerate(SCRIPT[question][:n])])
+    return out
+
+
+def test_accuracy_table_equals_hand_count(tmp_path, grade):
+    a = tmp_path / "a.jsonl"
+    a.write_text(json.dumps({"question": "What is 3 + 4?", "answer": "7"}) + "\n"
+                 + json.dumps({"question": "What is half of 1?", "answer": "\\frac{1}{2}"}) + "\n")
+    b = tmp_path / "b.jsonl"
+    b.write_text(json.dumps({"question": "What is 2 * 5?", "answer": "10"}) + "\n"
+                 + json.dumps({"question": "What is 9 - 9?", "answer": "0"}) + "\n")
+    cfg = EvalConfig(benchmarks=(f"synthetic={a}", f"generic={b}"), template="none", temperature=1.0, n=2,
+                     pass_k=(1, 2), output_dir=str(tmp_path / "out"), chunk_size=1)
+    results = evaluate(cfg, scripted_generate, grade=grade, progress=False)
+    syn, gen = results["benchmarks"]["synthetic"], results["benchmarks"]["generic"]
+    # synthetic: q1 1/2 correct, q2 2/2 correct -> 3/4; pass@1 = mean(0.5, 1) ; pass@2 = mean(1, 1)
+    assert syn["accuracy"] == pytest.approx(0.75) and syn["pass@k"] == pytest.approx({"1": 0.75, "2": 1.0})
+    # generic: q3 0/2, q4: truncated "\boxed{0}" is still graded (authors' evaluation) -> 1/4
+    assert gen["accuracy"] == pytest.approx(0.25) and gen["pass@k"] == pytest.approx({"1": 0.25, "2": 0.5})
+    assert gen["answer_rate"] == pytest.approx(0.5) and syn["answer_rate"] == 1.0
+    assert gen["truncation_rate"] == pytest.approx(0.25) and syn["truncation_rate"] == 0.0
+    assert syn["response_len_mean"] == pytest.approx((24 + 34 + 28 + 38) / 4)
+    assert syn["response_len_correct"] == pytest.approx((24 + 28 + 38) / 3) and syn["response_len_incorrect"] == 34
+    assert results["average"]["accuracy"] == pytest.approx(0.5)
+    assert results["average"]["pass@k"] == pytest.approx({"1": 0.5, "2": 0.75})
+    table = (tmp_path / "out" / "results.md").read_text()
+    assert "| synthetic | 2 | 75.0 | 75.0 | 100.0 |" in table and "| average |  | 50.0 | 50.0 | 75.0 |" in table
+    assert table.endswith(results_markdown(results))
+    records = [json.loads(line) for line in (tmp_path / "out" / "generations.jsonl").read_text().splitlines()]
+    assert len(records) == 8 and set(records[0]) == {"benchmark", "question_id", "sample_index", "question", "gold",
+                                                      "response", "reward", "num_tokens", "truncated", "template"}
+    assert sum(r["reward"] for r in records) == 4
+    assert json.loads((tmp_path / "out" / "results.json").read_text())["benchmarks"]["generic"] == gen
+
+    strict = evaluate(dataclasses.replace(cfg, truncated_scores_zero=True, output_dir=str(tmp_path / "s")),
+                      scripted_generate, grade=grade, progress=False)
+    assert strict["benchmarks"]["generic"]["accuracy"] == 0.0
+
+
+def test_per_response_adapter_takes_math_reward_shaped_functions(tmp_path):
+    exact = per_response(lambda response, gold, template: float(response.strip() == gold))
+    records = [{"question_id": 0, "reward": r, "num_tokens": 3, "truncated": False, "template": "none",
+                "response": "x"} for r in exact(["4", "5"], ["4", "4"], "none")]
+    assert summarize(records)["accuracy"] == 0.5
+
+
+def test_bad_settings_fail_before_any_work(tmp_path):
+    with pytest.raises(ValueError, match="greedy decoding"):
+        EvalConfig(benchmarks=("math500=x.jsonl",), n=4)
+    with pytest.raises(ValueError, match="pass_k values"):
+        EvalConfig(benchmarks=("math500=x.jsonl",), n=2, temperature=1.0, pass_k=(1, 4))
+    with pytest.raises(ValueError, match="no benchmarks"):
+        EvalConfig()
+    with pytest.raises(ValueError, match="unknown prompt template"):
+        EvalConfig(benchmarks=("math500=x.jsonl",), template="chatml")
+    with pytest.raises(ValueError, match="x.jsonl does not exist"):  # the file is checked before generation
+        evaluate(EvalConfig(benchmarks=(f"math500={tmp_path / 'x.jsonl'}",)), scripted_generate, progress=False)
