@@ -108,3 +108,21 @@ def test_bad_settings_fail_before_any_work(tmp_path):
         EvalConfig(benchmarks=("math500=x.jsonl",), template="chatml")
     with pytest.raises(ValueError, match="x.jsonl does not exist"):  # the file is checked before generation
         evaluate(EvalConfig(benchmarks=(f"math500={tmp_path / 'x.jsonl'}",)), scripted_generate, progress=False)
+
+
+def test_template_study_counts_answers_with_each_templates_extractor(tmp_path, grade):
+    from pipeline.eval.evaluate import template_study
+
+    a = tmp_path / "a.jsonl"
+    a.write_text(json.dumps({"question": "What is 3 + 4?", "answer": "7"}) + "\n"
+                 + json.dumps({"question": "What is 2 * 5?", "answer": "10"}) + "\n")
+    cfg = EvalConfig(benchmarks=(f"synthetic={a}",), output_dir=str(tmp_path / "study"))
+    got = template_study(cfg, ("r1", "none"), scripted_generate, grade=grade, progress=False)
+    # greedy n=1 gives the first scripted response: "so \boxed{7}" (right), "ten" (no answer)
+    assert got["none"]["benchmarks"]["synthetic"]["answer_rate"] == 0.5 and got["none"]["average"]["accuracy"] == 0.5
+    assert got["r1"]["benchmarks"]["synthetic"]["answer_rate"] == 0.0 and got["r1"]["average"]["accuracy"] == 0.0
+    table = (tmp_path / "study" / "templates.md").read_text()
+    assert "| r1 | 0.0 / 0.0 | 0.0 / 0.0 |" in table and "| none | 50.0 / 50.0 | 50.0 / 50.0 |" in table
+    assert (tmp_path / "study" / "r1" / "results.json").exists()
+    with pytest.raises(ValueError, match="unknown templates"):
+        template_study(cfg, ("r2",), scripted_generate, grade=grade)
