@@ -100,6 +100,8 @@ def test_stop_strings_cut_the_response_and_are_kept(model_dir):
 
 
 def test_eos_ends_a_response_without_truncation(tmp_path):
+    with pytest.raises(ValueError, match="not a torch dtype"):
+        HFGenerate(str(tmp_path), dtype="fp32")
     gen = HFGenerate(str(make_model(tmp_path / "eos", silent_head=True)))
     [[a], [b]] = gen(["What is 1 + 1?", "x"], max_new_tokens=1, stop=(), **GREEDY)
     assert a.num_tokens == b.num_tokens == 1 and not a.truncated and not b.truncated and a.text == ""

@@ -106,6 +106,16 @@ def test_bad_settings_fail_before_any_work(tmp_path):
         EvalConfig()
     with pytest.raises(ValueError, match="unknown prompt template"):
         EvalConfig(benchmarks=("math500=x.jsonl",), template="chatml")
+    mapping = tmp_path / "benchmarks.json"
+    mapping.write_text(json.dumps({"math500": "/data/math500.jsonl", "amc": "/data/amc"}))
+    refs = EvalConfig(benchmark_file=str(mapping), benchmarks=("aime24=/data/aime.parquet",)).refs()
+    assert [(r.name, str(r.path)) for r in refs] == [("aime24", "/data/aime.parquet"), ("math500", "/data/math500.jsonl"),
+                                                    ("amc", "/data/amc")]
+    mapping.write_text(json.dumps({"math501": "/data/x.jsonl"}))
+    with pytest.raises(ValueError, match="unknown benchmark 'math501'"):
+        EvalConfig(benchmark_file=str(mapping))
+    with pytest.raises(ValueError, match="names repeat"):
+        EvalConfig(benchmarks=("amc=/a.jsonl", "amc=/b.jsonl"))
     with pytest.raises(ValueError, match="x.jsonl does not exist"):  # the file is checked before generation
         evaluate(EvalConfig(benchmarks=(f"math500={tmp_path / 'x.jsonl'}",)), scripted_generate, progress=False)
 

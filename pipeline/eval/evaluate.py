@@ -26,6 +26,9 @@ class EvalConfig:
     """HF model directory for the generation backend (also the label in results.json)."""
     benchmarks: tuple[str, ...] = ()
     """Benchmarks as NAME=PATH (or NAME:PATH): aime24, amc, math500, minerva, olympiadbench, synthetic, generic."""
+    benchmark_file: str = ""
+    """A JSON file mapping benchmark names to paths, e.g. {"math500": "/data/math500.jsonl", "amc": "/data/amc"};
+    added to ``benchmarks``."""
     suite: str = ""
     """The authors' evaluation suite: one save_to_disk DatasetDict directory with splits aime, amc, math,
     minerva, olympiad_bench; adds the paper's five benchmarks."""
@@ -60,11 +63,10 @@ class EvalConfig:
 
     def __post_init__(self):
         get_template(self.template)
-        for spec in self.benchmarks:
-            parse_benchmark(spec)
-        if not self.benchmarks and not self.suite:
-            raise ValueError("no benchmarks: pass benchmarks=('math500=PATH', ...) (CLI: --benchmark NAME=PATH) "
-                             "or suite=DIR (CLI: --suite DIR)")
+        self.refs()
+        if not self.benchmarks and not self.suite and not self.benchmark_file:
+            raise ValueError("no benchmarks: pass benchmarks=('math500=PATH', ...) (CLI: --benchmark NAME=PATH), "
+                             "benchmark_file=JSON or suite=DIR (CLI: --suite DIR)")
         if self.n < 1 or self.max_new_tokens < 1 or self.chunk_size < 1:
             raise ValueError(f"n, max_new_tokens and chunk_size must be >= 1, got {self.n}, {self.max_new_tokens}, "
                              f"{self.chunk_size}")
@@ -79,12 +81,25 @@ class EvalConfig:
 
     def refs(self) -> list[BenchmarkRef]:
         refs = [parse_benchmark(spec) for spec in self.benchmarks]
+        if self.benchmark_file:
+            refs += [parse_benchmark(f"{name}={path}") for name, path in _read_mapping(self.benchmark_file).items()]
         if self.suite:
             refs += [r for r in suite_refs(self.suite, PAPER_SUITE) if r.name not in {x.name for x in refs}]
         names = [r.name for r in refs]
         if len(set(names)) != len(names):
             raise ValueError(f"benchmark names repeat in {names}; give each benchmark once")
         return refs
+
+
+def _read_mapping(path: str) -> dict[str, str]:
+    try:
+        mapping = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise ValueError(f"benchmark_file {path}: cannot read a JSON object of name -> path ({error})") from None
+    if not isinstance(mapping, dict) or not all(isinstance(v, str) for v in mapping.values()):
+        raise ValueError(f"benchmark_file {path} must hold a JSON object of name -> path strings, e.g. "
+                         '{"math500": "/data/math500.jsonl"}')
+    return mapping
 
 
 GENERATE_BACKENDS: dict[str, str] = {

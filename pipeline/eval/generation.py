@@ -73,8 +73,13 @@ class HFGenerate:
     """``GenerateFn`` on a Hugging Face model directory with ``model.generate`` (left-padded batches)."""
 
     def __init__(self, model_dir: str, *, batch_size: int = 16, device: str | None = None,
-                 dtype: torch.dtype = torch.float32):
+                 dtype: torch.dtype | str = "float32"):
         from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        if isinstance(dtype, str):
+            if not isinstance(getattr(torch, dtype, None), torch.dtype):
+                raise ValueError(f"dtype {dtype!r} is not a torch dtype; use float32, bfloat16 or float16")
+            dtype = getattr(torch, dtype)
 
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
         self.tokenizer.padding_side = "left"
