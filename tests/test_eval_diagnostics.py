@@ -78,8 +78,15 @@ def test_grpo_std_weighting_by_hand():
     assert buckets[(1, 4)]["questions"] == 1 and buckets[(2, 4)]["questions"] == 2 and buckets[(3, 4)]["questions"] == 1
     assert buckets[(1, 4)]["weight_vs_half"] == pytest.approx(std_2of4 / std_1of4)  # ~1.155: easy/hard weigh more
     assert buckets[(2, 4)]["weight_vs_half"] == pytest.approx(1.0) and buckets[(0, 4)]["weight"] is None
-    with pytest.raises(ValueError, match="log all generations"):
+    assert got["partial_groups"] == 0
+    partial = records + [rec(2, 0, "", 1.0, 5), rec(2, 0, "", 0.0, 5)]  # step 2: only 2 of the 4 responses logged
+    assert 2 in diagnostics.std_weighting(partial)["per_step"]
+    assert 2 not in diagnostics.std_weighting(partial, group_size=4)["per_step"]
+    assert diagnostics.std_weighting(partial, group_size=4)["partial_groups"] == 1
+    with pytest.raises(ValueError, match="log_generations=-1"):
         diagnostics.std_weighting([rec(0, 0, "", 1.0, 5), rec(0, 1, "", 0.0, 5)])
+    with pytest.raises(ValueError, match="log_generations=-1"):
+        diagnostics.std_weighting(records, group_size=8)
 
 
 def test_read_generations_names_file_and_line(tmp_path):

@@ -23,8 +23,9 @@ def assert_png(path, min_w=300, min_h=200):
     return w, h
 
 
-def write_rl_run(out, *, slope, group=4, questions=3, steps=6):
+def write_rl_run(out, *, slope, group=4, questions=3, steps=6, configured_group=4):
     writer = MetricsWriter(out)
+    (out / "rl_config.json").write_text(json.dumps({"group_size": configured_group}))
     gens = []
     for step in range(steps):
         acc = min(1.0, 0.2 + slope * step)
@@ -77,7 +78,7 @@ def write_eval(path, accuracies):
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("runs")
-    return {"grpo": write_rl_run(root / "grpo", slope=0.1), "drgrpo": write_rl_run(root / "drgrpo", slope=0.15),
+    return {"grpo": write_rl_run(root / "grpo", slope=0.1), "drgrpo": write_rl_run(root / "drgrpo", slope=0.15, configured_group=8),  # logged 4 of 8 per question
             "pretrain": write_pretrain_run(root / "pretrain"), "root": root,
             "before": write_eval(root / "eval_before" / "results.json", {"math500": 0.1, "aime24": 0.0}),
             "after": write_eval(root / "eval_after" / "results.json", {"math500": 0.5, "aime24": 0.1, "amc": 0.3})}
@@ -112,9 +113,11 @@ def test_report_with_runs_diagnostics_and_evals_side_by_side(runs, tmp_path):
     assert "| math500 | 10.0 | 50.0 |" in text and "| amc | - | 30.0 |" in text
     assert "| average | 5.0 | 30.0 |" in text  # plain mean over each evaluation's own benchmarks
     assert "| GRPO | 0.2 -> 0.7 |" in text
+    assert "GRPO std weighting: not available" in text.split("Dr. GRPO", 2)[-1]
     images = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
     assert {"report_assets/pretrain_curves.png", "report_assets/rl_curves.png", "report_assets/eval_accuracy.png",
             "report_assets/run0_std_weighting.png", "report_assets/run1_reflection.png"} <= set(images)
+    assert "report_assets/run1_std_weighting.png" not in images
     for rel in images:
         assert not rel.startswith("/")
         assert_png(out.parent / rel)
@@ -129,9 +132,13 @@ def test_plot_reflection_and_rl_diagnostics_commands(runs, tmp_path):
     overall = json.loads((tmp_path / "r" / "reflection.json").read_text())["overall"]
     assert overall["reflection_rate"] == pytest.approx(0.25)  # sample 0 of every group says "recheck"
     assert_png(tmp_path / "r" / "reflection_by_step.png")
-    assert main(["rl-diagnostics", "--run-dir", str(runs["drgrpo"]), "--out", str(tmp_path / "d")]) == 0
+    assert main(["rl-diagnostics", "--run-dir", str(runs["grpo"]), "--out", str(tmp_path / "d")]) == 0
     result = json.loads((tmp_path / "d" / "rl_diagnostics.json").read_text())
     assert set(result) == {"length_by_correctness", "reflection_by_step", "std_weighting"}
+    assert result["std_weighting"]["per_step"]["0"]["questions"] == 3
     assert_png(tmp_path / "d" / "std_weighting.png")
+    assert main(["rl-diagnostics", "--run-dir", str(runs["drgrpo"]), "--out", str(tmp_path / "d2")]) == 0
+    assert json.loads((tmp_path / "d2" / "rl_diagnostics.json").read_text())["std_weighting"] is None
+    assert not (tmp_path / "d2" / "std_weighting.png").exists()
     assert main(["report", "--run-dir", str(tmp_path / "missing"), "--out", str(tmp_path / "x.md")]) == 2
     assert main(["report", "--eval", str(runs["before"]), "--out", str(tmp_path / "x.html")]) == 2

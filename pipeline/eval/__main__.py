@@ -111,12 +111,17 @@ def cmd_rl_diagnostics(args) -> None:
     words = diagnostics.keyword_set(args.keywords)
     out = Path(args.out)
     result = {"length_by_correctness": diagnostics.length_by_correctness(records),
-              "reflection_by_step": diagnostics.reflection_by_step(records, words),
-              "std_weighting": diagnostics.std_weighting(records)}
+              "reflection_by_step": diagnostics.reflection_by_step(records, words)}
+    try:
+        result["std_weighting"] = diagnostics.std_weighting(records, group_size=diagnostics.run_group_size(args.run_dir))
+    except ValueError as error:  # only part of each group was logged: report the rest
+        result["std_weighting"] = None
+        print(f"std weighting skipped: {error}", file=sys.stderr)
     write_atomic(out / "rl_diagnostics.json", json.dumps(result, indent=2) + "\n")
     plots.plot_reflection_by_step(result["reflection_by_step"], out / "reflection_by_step.png")
-    plots.plot_std_weighting(result["std_weighting"], out / "std_weighting.png")
-    print(f"written to {out}/rl_diagnostics.json, reflection_by_step.png, std_weighting.png")
+    if result["std_weighting"]:
+        plots.plot_std_weighting(result["std_weighting"], out / "std_weighting.png")
+    print(f"written to {out}/rl_diagnostics.json and its plots")
 
 
 def cmd_plot(args) -> None:

@@ -136,21 +136,28 @@ def question_groups(records: list[dict]) -> dict[tuple[int, object], list[float]
     return groups
 
 
-def std_weighting(records: list[dict], eps: float = 1e-8) -> dict:
-    """GRPO's per-question weight ``1/(std + eps)`` (unbiased std, as the authors' ``std(dim=1)``).
+def run_group_size(run_dir: str | Path) -> int | None:
+    """G of an RL run, from the rl_config.json its controller writes (None when absent)."""
+    path = Path(run_dir) / "rl_config.json"
+    return int(json.loads(path.read_text())["group_size"]) if path.exists() else None
+
+
+def std_weighting(records: list[dict], eps: float = 1e-8, group_size: int | None = None) -> dict:
+    """GRPO's per-question weight ``1/(std + eps)`` (unbiased std, as the authors' ``std(dim=1)``), binary rewards.
 
     Returns ``per_step`` (questions, zero-std share, mean reward std, weight median / max / max-over-min among
-    questions with std > 0) and ``by_accuracy`` (pooled over steps: for each per-question accuracy, how many
-    questions, their std and weight, and the weight relative to a question solved half the time).
+    questions with std > 0), ``by_accuracy`` (pooled over steps: for each per-question accuracy, how many
+    questions, their std and weight, and the weight relative to a question solved half the time) and
+    ``partial_groups``. With ``group_size``, groups with fewer logged responses (the RL run logged only part of
+    them) are left out rather than giving a wrong std.
     """
     groups = question_groups(records)
     if not groups:
         raise ValueError("no generation records")
+    complete = {key: v for key, v in groups.items() if len(v) >= 2 and (group_size is None or len(v) == group_size)}
     per_step: dict[int, dict] = {}
-    for step in sorted({s for s, _ in groups}):
-        rewards = [v for (s, _), v in groups.items() if s == step and len(v) >= 2]
-        if not rewards:
-            continue
+    for step in sorted({s for s, _ in complete}):
+        rewards = [v for (s, _), v in complete.items() if s == step]
         stds = [statistics.stdev(v) for v in rewards]
         weights = sorted(1 / (s + eps) for s in stds if s > 0)
         per_step[step] = {
@@ -162,12 +169,11 @@ def std_weighting(records: list[dict], eps: float = 1e-8) -> dict:
             "weight_max_over_min": weights[-1] / weights[0] if weights else None,
         }
     if not per_step:
-        raise ValueError("no question has two or more responses at one step; std weighting needs the whole group "
-                         "of each question (log all generations: log_generations=-1)")
+        raise ValueError(f"no question has its whole group of responses ({group_size or '>= 2'}) logged at one step; "
+                         "std weighting needs every response of a question (RL setting log_generations=-1)")
     buckets: dict[tuple[int, int], int] = defaultdict(int)
-    for v in groups.values():
-        if len(v) >= 2:
-            buckets[(len(v), sum(x > 0 for x in v))] += 1
+    for v in complete.values():
+        buckets[(len(v), sum(x > 0 for x in v))] += 1
     by_accuracy = []
     for (g, c), count in sorted(buckets.items()):
         std = math.sqrt(c * (g - c) / (g * (g - 1)))  # unbiased std of c ones among g binary rewards
@@ -175,4 +181,4 @@ def std_weighting(records: list[dict], eps: float = 1e-8) -> dict:
         by_accuracy.append({"group_size": g, "correct": c, "accuracy": c / g, "questions": count, "std": std,
                             "weight": 1 / (std + eps) if std > 0 else None,
                             "weight_vs_half": half / std if std > 0 else None})
-    return {"per_step": per_step, "by_accuracy": by_accuracy}
+    return {"per_step": per_step, "by_accuracy": by_accuracy, "partial_groups": len(groups) - len(complete)}

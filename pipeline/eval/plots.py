@@ -32,7 +32,7 @@ RL_PANELS = (
     Panel("Response length", ("rollout/response_len_mean", "eval/response_len_mean"), "tokens", ("rollouts", "eval")),
     Panel("Length: correct vs incorrect", ("rollout/response_len_correct", "rollout/response_len_incorrect"), "tokens",
           ("correct", "incorrect")),
-    Panel("Truncation rate", ("rollout/truncation_rate",), "share"),
+    Panel("Truncation rate", ("rollout/truncation_rate", "eval/truncation_rate"), "share", ("rollouts", "eval")),
     Panel("Per-question reward std", ("rollout/question_reward_std_mean",), "mean std"),
     Panel("Questions with zero reward std", ("rollout/zero_std_question_frac",), "share"),
     Panel("Policy entropy", ("train/entropy",), "nats / token"),

@@ -115,7 +115,8 @@ def build_report(run_dirs: list[str | Path], out: str | Path, *, labels: list[st
             gen_path = run_dirs_by_label[label] / "generations.jsonl"
             if gen_path.exists():
                 parts.append(_generation_diagnostics(label, diagnostics.read_generations(gen_path), words,
-                                                     assets, f"run{index}", image))
+                                                     assets, f"run{index}", image,
+                                                     diagnostics.run_group_size(run_dirs_by_label[label])))
     if eval_results:
         sets = {label: sorted(r["benchmarks"]) for label, r in eval_results.items()}
         note = "" if len({tuple(v) for v in sets.values()}) == 1 else (
@@ -132,7 +133,8 @@ def build_report(run_dirs: list[str | Path], out: str | Path, *, labels: list[st
     return out
 
 
-def _generation_diagnostics(label: str, records: list[dict], words, assets: Path, stem: str, image) -> str:
+def _generation_diagnostics(label: str, records: list[dict], words, assets: Path, stem: str, image,
+                            group_size: int | None) -> str:
     parts = [f"### Diagnostics from sampled generations: {label}\n"]
     lengths = diagnostics.length_by_correctness(records)
     steps = _spread(list(lengths))
@@ -148,7 +150,7 @@ def _generation_diagnostics(label: str, records: list[dict], words, assets: Path
                                    for s in _spread(list(reflection))]))
     parts.append(image(plots.plot_reflection_by_step(reflection, assets / f"{stem}_reflection.png"), "self-reflection"))
     try:
-        weighting = diagnostics.std_weighting(records)
+        weighting = diagnostics.std_weighting(records, group_size=group_size)
     except ValueError as error:  # e.g. only part of each group was logged
         parts.append(f"GRPO std weighting: not available ({error}).\n")
         return "\n".join(p for p in parts if p)
