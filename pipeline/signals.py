@@ -23,10 +23,13 @@ class ExitSignalHandler:
     def _handle(self, signum, frame) -> None:
         self.received = signum
 
-    def should_exit(self) -> bool:
-        """Collective when torch.distributed is initialised: True on every rank if any rank got a signal."""
-        flag = torch.tensor([1 if self.received is not None else 0], dtype=torch.int32)
+    def should_exit(self, also: bool = False) -> bool:
+        """Collective when torch.distributed is initialised: True on every rank if any rank got a signal (or
+        passed `also=True`, e.g. its own time limit ran out: one all-reduce decides both)."""
+        flag = torch.tensor([1 if self.received is not None or also else 0], dtype=torch.int32)
         if dist.is_initialized() and dist.get_world_size() > 1:
+            if dist.get_backend() == "nccl":  # nccl reduces only CUDA tensors
+                flag = flag.cuda()
             dist.all_reduce(flag, op=dist.ReduceOp.MAX)
         return bool(flag.item())
 

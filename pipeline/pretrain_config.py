@@ -1,0 +1,316 @@
+"""Stage-one (continued pretraining) settings: the one place their defaults live.
+
+Defaults are the tiny CPU run (random-init `tiny` Llama on the synthetic math corpus; loss halves in a few
+minutes on 2 cores). A cluster run of Llama-3.2-3B overrides model.hf_dir, data.blend, the sizes and parallel.*.
+`PretrainConfig.validate(world_size)` checks everything that can be checked before a process group starts
+(including the model shape against TP / PP) and raises ValueError saying what to change.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pipeline.optim import OptimConfig
+
+
+@dataclass
+class ModelConfig:
+    hf_dir: str = ""
+    """Hugging Face Llama directory to continue from (config.json + safetensors); empty: random init from preset."""
+    preset: str = "tiny"
+    """Shape for random init (pipeline.model_presets: tiny, llama3.2-3b); ignored when hf_dir is set."""
+    overrides: dict = field(default_factory=dict)
+    """LlamaConfig fields that replace the preset's, e.g. {"num_hidden_layers": 2}; random init only."""
+    tokenizer_dir: str = ""
+    """Tokenizer (HF directory) of the data; empty: hf_dir. Copied into checkpoints and the HF export."""
+
+
+@dataclass
+class DataConfig:
+    blend: list = field(default_factory=list)
+    """Tokenized datasets (PREFIX of PREFIX.bin/.idx from data_prep), optionally weighted:
+    ["a"], ["0.7", "a", "0.3", "b"], {"a": 0.7, "b": 0.3} or [[0.7, "a"], [0.3, "b"]]."""
+    valid_blend: list = field(default_factory=list)
+    """Separate validation datasets (same spellings); empty: validation comes from `split` of the blend."""
+    split: str = "98,2,0"
+    """Train / validation / test shares of each dataset's documents (Megatron's --split); used without valid_blend."""
+    seq_length: int = 256
+    """Tokens per training sequence (documents are concatenated and cut, as Megatron does)."""
+    eod_mask_loss: bool = True
+    """No loss on the end-of-document token's prediction (the next document's first token): Megatron's --eod-mask-loss."""
+    reset_attention_mask: bool = False
+    """Block attention across document boundaries inside a sequence (Megatron's --reset-attention-mask; slower)."""
+    eod_token_id: int = -1
+    """End-of-document token separating documents in the .bin files; -1: the tokenizer's eos_token_id."""
+    cache_dir: str = ""
+    """Where GPTDataset writes its shuffle / sample index caches; empty: OUTPUT_DIR/data_cache."""
+
+
+@dataclass
+class ParallelConfig:
+    tp: int = 1
+    """Tensor-parallel size: must divide the KV heads (and so the query heads) and the FFN size."""
+    pp: int = 1
+    """Pipeline-parallel size: must divide the number of layers. DP = world size / (tp x pp)."""
+    dtype: str = "auto"
+    """Parameter dtype: auto (bf16 on GPU, fp32 on CPU), bfloat16 (GPU only) or float32."""
+    use_distributed_optimizer: str = "auto"
+    """Shard optimizer state over DP: auto (on GPU when DP > 1), true or false."""
+    overlap_grad_reduce: str = "auto"
+    """Overlap DP gradient reduction with backward: auto (on GPU), true or false."""
+    threads_per_rank: int = 0
+    """torch threads per rank on CPU (0: CPU cores / ranks on this node)."""
+
+
+@dataclass
+class ScheduleConfig:
+    train_iters: int = 300
+    """Optimizer steps of the whole run."""
+    global_batch_size: int = 16
+    """Sequences per optimizer step, over all data-parallel ranks (tokens per step = this x data.seq_length)."""
+    micro_batch_size: int = 4
+    """Sequences per forward/backward on one rank; global_batch_size / (micro_batch_size x DP) micro-batches per step."""
+    eval_interval: int = 50
+    """Validation loss every this many steps (and before the first and after the last); 0 disables validation."""
+    eval_iters: int = 4
+    """Global batches of validation data per evaluation (the same ones every time, so values compare)."""
+    exit_duration_min: float = 0.0
+    """Checkpoint and exit cleanly after this many minutes of this process (0: no limit); SIGTERM/SIGUSR1 do the same."""
+
+
+@dataclass
+class CheckpointConfig:
+    interval: int = 100
+    """Save a checkpoint every this many steps (and always at the end and on a requested exit); 0: only those."""
+    keep_last: int = 2
+    """Keep this many newest checkpoints (0: keep all)."""
+    resume_from: str = ""
+    """Resume from this iter_* directory (or a root of them); empty: the newest complete one in OUTPUT_DIR/checkpoints."""
+
+
+@dataclass
+class LoggingConfig:
+    log_interval: int = 1
+    """Write train metrics (loss, lr, grad norm, tokens/s, MFU) every this many steps."""
+    progress_bar: bool = True
+    """tqdm progress bar on rank 0."""
+    peak_flops_per_rank: float = 0.0
+    """Matmul FLOP/s one rank can reach, the MFU denominator; 0: measured at start-up (square matmuls, this dtype)."""
+
+
+@dataclass
+class PretrainConfig:
+    output_dir: str = "outputs/pretrain"
+    """OUT: OUT/checkpoints/iter_*, OUT/metrics.jsonl, OUT/tensorboard/, OUT/hf/ (final export with tokenizer)."""
+    seed: int = 1234
+    """Seeds the random init, Megatron's RNG tracker and the dataset shuffles."""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+
+    # ---- (de)serialisation -------------------------------------------------------------------------------
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "PretrainConfig":
+        return _build(cls, values, "")
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike) -> "PretrainConfig":
+        path = Path(path)
+        if not path.is_file():
+            raise ValueError(f"config file {path} does not exist")
+        try:
+            return cls.from_dict(json.loads(path.read_text()))
+        except json.JSONDecodeError as e:
+            raise ValueError(f"config file {path} is not valid JSON: {e}") from None
+
+    def with_overrides(self, overrides: list[str]) -> "PretrainConfig":
+        """A copy with `section.field=value` overrides applied (values parse as JSON when they can)."""
+        values = self.to_dict()
+        for item in overrides:
+            key, sep, raw = item.partition("=")
+            if not sep:
+                raise ValueError(f"override {item!r} is not dotted.key=value (e.g. schedule.train_iters=100)")
+            try:
+                value = json.loads(raw)
+            except json.JSONDecodeError:
+                value = raw
+            node, parts = values, key.split(".")
+            for part in parts[:-1]:
+                if not isinstance(node.get(part), dict):
+                    raise ValueError(f"override {key!r}: {part!r} is not a config section; sections: {list(_SECTIONS)}")
+                node = node[part]
+            node[parts[-1]] = value
+        return PretrainConfig.from_dict(values)
+
+    # ---- validation --------------------------------------------------------------------------------------
+
+    def validate(self, world_size: int) -> "ResolvedModel":
+        """Check the config against itself, the files it names and the world size; returns the model config and
+        tokenizer it resolves to. Raises ValueError with what to change. Starts no process group."""
+        from megatron_ext.distributed import validate_world
+        from megatron_ext.training import parse_blend
+
+        p, s, d = self.parallel, self.schedule, self.data
+        dp = validate_world(world_size, p.tp, p.pp)
+        for name in ("dtype", "use_distributed_optimizer", "overlap_grad_reduce"):
+            allowed = ("auto", "bfloat16", "float32") if name == "dtype" else ("auto", "true", "false")
+            if str(getattr(p, name)).lower() not in allowed:
+                raise ValueError(f"parallel.{name}={getattr(p, name)!r}; valid: {list(allowed)}")
+        if p.dtype == "bfloat16" and not _cuda():
+            raise ValueError("parallel.dtype=bfloat16 needs a GPU; use float32 (or auto) on CPU")
+        if s.train_iters < 1 or d.seq_length < 2 or s.micro_batch_size < 1 or s.global_batch_size < 1:
+            raise ValueError("schedule.train_iters, schedule.micro_batch_size and schedule.global_batch_size must be "
+                             ">= 1 and data.seq_length >= 2")
+        per_step = s.micro_batch_size * dp
+        if s.global_batch_size % per_step:
+            lower, upper = max(per_step, s.global_batch_size // per_step * per_step), (s.global_batch_size // per_step + 1) * per_step
+            raise ValueError(
+                f"schedule.global_batch_size={s.global_batch_size} is not divisible by schedule.micro_batch_size x "
+                f"data-parallel size = {s.micro_batch_size} x {dp} = {per_step} (DP = {world_size} ranks / "
+                f"(tp {p.tp} x pp {p.pp})): set global_batch_size to {lower} or {upper}, or change micro_batch_size")
+        if s.eval_interval < 0 or s.eval_iters < 0 or self.checkpoint.interval < 0 or self.checkpoint.keep_last < 0:
+            raise ValueError("schedule.eval_interval, schedule.eval_iters, checkpoint.interval and "
+                             "checkpoint.keep_last must be >= 0")
+        if s.exit_duration_min < 0 or self.logging.log_interval < 1 or p.threads_per_rank < 0:
+            raise ValueError("schedule.exit_duration_min >= 0, logging.log_interval >= 1, parallel.threads_per_rank >= 0")
+        self.optim.validate(s.train_iters)
+        if not d.blend:
+            raise ValueError("data.blend is empty: give the tokenized dataset prefix(es) from "
+                             "`python -m data_prep tokenize` (PREFIX for PREFIX.bin/.idx)")
+        parse_blend(d.blend, "data.blend")
+        if d.valid_blend:
+            parse_blend(d.valid_blend, "data.valid_blend")
+        elif s.eval_interval and s.eval_iters:
+            from megatron.core.datasets.blended_megatron_dataset_config import parse_and_normalize_split
+
+            try:
+                shares = parse_and_normalize_split(d.split)
+            except (AssertionError, ZeroDivisionError, ValueError):
+                raise ValueError(f"data.split={d.split!r} is not 'train,valid,test' weights like '98,2,0'") from None
+            if shares[1] == 0:
+                raise ValueError(f"data.split={d.split!r} leaves no validation documents: give the second share a "
+                                 "weight (e.g. '98,2,0'), set data.valid_blend, or schedule.eval_interval=0")
+        if self.checkpoint.resume_from and not Path(self.checkpoint.resume_from).exists():
+            raise ValueError(f"checkpoint.resume_from={self.checkpoint.resume_from!r} does not exist")
+        return resolve_model(self, p.tp, p.pp)
+
+
+_SECTIONS = ("model", "data", "parallel", "optim", "schedule", "checkpoint", "logging")
+
+
+@dataclass
+class ResolvedModel:
+    hf_config: object
+    """The transformers LlamaConfig the run trains."""
+    tokenizer_dir: str
+    tokenizer: object
+    eod_token_id: int
+
+
+def resolve_model(cfg: PretrainConfig, tp: int, pp: int) -> ResolvedModel:
+    from transformers import AutoConfig, AutoTokenizer
+
+    from megatron_ext.llama import validate_llama_config
+    from pipeline.model_presets import build_preset
+
+    m = cfg.model
+    if m.hf_dir and not (Path(m.hf_dir) / "config.json").is_file():
+        raise ValueError(f"model.hf_dir={m.hf_dir!r} is not a Hugging Face model directory (no config.json); "
+                         "leave it empty to start from model.preset")
+    tokenizer_dir = m.tokenizer_dir or m.hf_dir
+    if not tokenizer_dir:
+        raise ValueError("model.tokenizer_dir is empty: give the tokenizer directory the data was tokenized with "
+                         "(e.g. DATA/tokenizer from `python -m data_prep synthetic`)")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    except (OSError, ValueError) as e:
+        raise ValueError(f"model.tokenizer_dir={tokenizer_dir!r} holds no loadable tokenizer ({e})") from None
+    if m.hf_dir:
+        if m.overrides:
+            raise ValueError("model.overrides apply to random init only; remove them when model.hf_dir is set")
+        hf_config = AutoConfig.from_pretrained(m.hf_dir)
+    else:
+        hf_config = build_preset(m.preset, tokenizer=tokenizer, overrides=m.overrides)
+    try:
+        validate_llama_config(hf_config, tp, pp)
+    except ValueError as e:
+        raise ValueError(f"parallel.tp={tp} / parallel.pp={pp} do not fit the model: {e}") from None
+    if len(tokenizer) > hf_config.vocab_size:
+        raise ValueError(f"the tokenizer in {tokenizer_dir} has {len(tokenizer)} tokens, more than the model's "
+                         f"vocab_size {hf_config.vocab_size}: use the model's own tokenizer")
+    eod = cfg.data.eod_token_id if cfg.data.eod_token_id >= 0 else tokenizer.eos_token_id
+    if eod is None:
+        raise ValueError(f"the tokenizer in {tokenizer_dir} has no eos token: set data.eod_token_id to the id that "
+                         "separates documents in the .bin files")
+    if cfg.data.seq_length > hf_config.max_position_embeddings:
+        raise ValueError(f"data.seq_length={cfg.data.seq_length} exceeds the model's max_position_embeddings "
+                         f"{hf_config.max_position_embeddings}")
+    return ResolvedModel(hf_config, tokenizer_dir, tokenizer, int(eod))
+
+
+def flag(value: str, auto: bool) -> bool:
+    """Resolve an 'auto' / 'true' / 'false' setting."""
+    value = str(value).lower()
+    return auto if value == "auto" else value == "true"
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _build(cls, values: dict, prefix: str):
+    if not isinstance(values, dict):
+        raise ValueError(f"config section {prefix.rstrip('.') or 'root'} must be an object, got {values!r}")
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise ValueError(f"unknown config field(s) {[prefix + u for u in unknown]}; valid in "
+                         f"{prefix.rstrip('.') or 'the root'}: {sorted(known)}")
+    kwargs = {}
+    for name, value in values.items():
+        default = known[name].default_factory() if known[name].default_factory is not dataclasses.MISSING else None
+        if dataclasses.is_dataclass(default):
+            kwargs[name] = _build(type(default), value, f"{prefix}{name}.")
+        else:
+            kwargs[name] = _coerce(value, known[name], default if default is not None else known[name].default,
+                                   prefix + name)
+    return cls(**kwargs)
+
+
+def _coerce(value, f, default, name: str):
+    if isinstance(default, bool):
+        if isinstance(value, bool):
+            return value
+        raise ValueError(f"{name}={value!r} must be true or false")
+    if isinstance(default, int) and not isinstance(default, bool):
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ValueError(f"{name}={value!r} must be an integer")
+    if isinstance(default, float):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ValueError(f"{name}={value!r} must be a number")
+    if isinstance(default, str):
+        if isinstance(value, bool):
+            return str(value).lower()
+        if isinstance(value, (str, int, float)):
+            return str(value)
+        raise ValueError(f"{name}={value!r} must be a string")
+    return value
