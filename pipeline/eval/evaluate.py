@@ -104,6 +104,8 @@ def _read_mapping(path: str) -> dict[str, str]:
 
 GENERATE_BACKENDS: dict[str, str] = {
     "hf": "pipeline.eval.generation:HFGenerate",
+    "vllm": "pipeline.eval.generation:vllm_generate",
+    "torch": "pipeline.eval.generation:torch_generate",
 }
 
 

@@ -131,3 +131,33 @@ class HFGenerate:
             ended = row in watch.stopped_at or stopped
             completions.append(Completion(text, length, truncated=not ended and length >= max_new_tokens))
         return completions
+
+
+class EngineGenerate:
+    """``GenerateFn`` on the project's rollout engines (``pipeline.rl.generator``: vllm, torch, auto), the same
+    engines stage two samples with, so evaluation and training decode identically."""
+
+    def __init__(self, model_dir: str, *, engine: str = "auto", max_model_len: int = 4096, **options):
+        from transformers import AutoTokenizer
+
+        from pipeline.rl.generator import GeneratorSpec, build_generator
+
+        self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        self.generator = build_generator(engine, GeneratorSpec(model_dir, max_model_len=max_model_len, options=options))
+
+    def __call__(self, prompts: list[str], *, n: int, temperature: float, top_p: float, max_new_tokens: int,
+                 stop: tuple[str, ...], seed: int) -> list[list[Completion]]:
+        from pipeline.rl.generator import SamplingSettings
+
+        ids = [self.tokenizer(p, add_special_tokens=True)["input_ids"] for p in prompts]
+        groups = self.generator.generate(ids, SamplingSettings(max_new_tokens=max_new_tokens, temperature=temperature,
+                                                               top_p=top_p, stop=tuple(stop), n=n, seed=seed))
+        return [[Completion(s.text, len(s.token_ids), s.truncated) for s in group] for group in groups]
+
+
+def vllm_generate(model_dir: str, **options) -> EngineGenerate:
+    return EngineGenerate(model_dir, engine="vllm", **options)
+
+
+def torch_generate(model_dir: str, **options) -> EngineGenerate:
+    return EngineGenerate(model_dir, engine="torch", **options)

@@ -56,7 +56,7 @@ def run_rl(cfg: RLConfig) -> Path:
     start_step = 0
     latest = find_latest_checkpoint(out / "checkpoints")
     if latest is not None:
-        state, trainer_state = load_checkpoint(latest, learner.sharded_state_dict())
+        state, trainer_state = load_checkpoint(latest, learner.sharded_state_dict(is_loading=True))
         learner.load_state_dict(state)
         start_step = trainer_state["step"]
         generator.update_weights(learner.export_weights())

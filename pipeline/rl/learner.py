@@ -43,8 +43,9 @@ class PolicyBatch:
 
 class Learner:
     def __init__(self, cfg, layout, hf_dir: str, *, hf_config=None):
-        from megatron.core.optimizer import OptimizerConfig, get_megatron_optimizer
         from transformers import AutoConfig
+
+        from pipeline.optim import OptimConfig, build_optimizer
 
         self.cfg = cfg
         self.layout = layout
@@ -54,14 +55,13 @@ class Learner:
         dtype = torch.bfloat16 if on_gpu and cfg.bf16 else torch.float32
         model = build_llama_model(hf_config, tp=layout.tp, pp=layout.pp, dtype=dtype)
         load_hf_weights(model, hf_dir)
-        self.model = wrap_with_ddp(model, use_distributed_optimizer=on_gpu and layout.dp > 1)
-        self.optimizer = get_megatron_optimizer(
-            OptimizerConfig(optimizer="adam", lr=cfg.lr, min_lr=cfg.lr, weight_decay=cfg.weight_decay,
+        distributed_optimizer = on_gpu and layout.dp > 1
+        self.model = wrap_with_ddp(model, use_distributed_optimizer=distributed_optimizer)
+        optim = OptimConfig(lr=cfg.lr, min_lr=cfg.lr, warmup_iters=0, decay_style="constant",
                             adam_beta1=cfg.adam_betas[0], adam_beta2=cfg.adam_betas[1], adam_eps=cfg.adam_eps,
-                            clip_grad=cfg.grad_clip, bf16=dtype == torch.bfloat16,
-                            use_distributed_optimizer=on_gpu and layout.dp > 1),
-            [self.model],
-        )
+                            weight_decay=cfg.weight_decay, clip_grad=cfg.grad_clip)
+        self.optimizer = build_optimizer([self.model], optim, dtype=dtype,
+                                         use_distributed_optimizer=distributed_optimizer)
         self.reference = None
         if cfg.kl_coef > 0:
             self.reference = build_llama_model(hf_config, tp=layout.tp, pp=layout.pp, dtype=dtype)
@@ -179,9 +179,12 @@ class Learner:
         """Full HF-named tensors on every rank (for the rollout engine), lm_head included."""
         return export_hf_weights(self.model, include_tied_lm_head=True, dtype=torch.float32)
 
-    def sharded_state_dict(self) -> dict:
+    def sharded_state_dict(self, *, is_loading: bool = False) -> dict:
+        from pipeline.optim import optimizer_sharded_state_dict
+
         model_sd = self.model.sharded_state_dict()
-        return {"model": model_sd, "optimizer": self.optimizer.sharded_state_dict(model_sd)}
+        return {"model": model_sd,
+                "optimizer": optimizer_sharded_state_dict(self.optimizer, model_sd, is_loading=is_loading)}
 
     def load_state_dict(self, state: dict) -> None:
         unwrap_model(self.model).load_state_dict(state["model"], strict=False)
