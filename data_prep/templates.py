@@ -1,7 +1,12 @@
-"""Prompt templates exactly as the paper's code (sail-sg/understand-r1-zero) writes them.
+"""Prompt templates exactly as the paper's code (sail-sg/understand-r1-zero, ``train_zero_math.py``) writes them.
 
 Each template knows how to wrap a question, where generation stops, and how to pull the final answer out
 of a response. Add one by adding an entry to ``TEMPLATES``.
+
+As in the authors' actor: ``r1`` stops at ``</answer>`` (kept in the response); ``qwen_math`` and ``none`` (their
+``no``) set no stop strings and end at the model's EOS. Answers: the last ``\\boxed{}`` for ``qwen_math`` / ``none``;
+for ``r1`` the authors' strict answer-tag rule (``answer_tag_reward_fn``): the response must contain
+``</think> <answer>`` and ``</answer>``, the answer is what follows the last ``<answer>`` (unboxed when it holds a box).
 """
 
 from __future__ import annotations
@@ -27,12 +32,16 @@ QWEN_MATH_SUFFIX = "<|im_end|>\n<|im_start|>assistant\n"
 
 
 def _r1_answer(response: str) -> str | None:
-    """The authors' answer-tag grader: the text in the last <answer> tag, unboxed when it holds a box."""
+    """The authors' answer-tag rule: needs "</think> <answer>" and "</answer>"; the last <answer> tag's text,
+    unboxed when it holds a box (an unclosed box gives None)."""
+    if "</think> <answer>" not in response or "</answer>" not in response:
+        return None
     inside = last_answer_tag_content(response)
     if inside is None:
         return None
-    boxed = last_boxed_content(inside)
-    return boxed if boxed is not None else inside
+    if "\\boxed" in inside:
+        return last_boxed_content(inside)
+    return inside
 
 
 @dataclass(frozen=True)
@@ -53,7 +62,7 @@ class PromptTemplate:
 
 TEMPLATES: dict[str, PromptTemplate] = {
     "r1": PromptTemplate("r1", R1_PREFIX, R1_SUFFIX, ("</answer>",), _r1_answer),
-    "qwen_math": PromptTemplate("qwen_math", QWEN_MATH_PREFIX, QWEN_MATH_SUFFIX, ("<|im_end|>",), last_boxed_content),
+    "qwen_math": PromptTemplate("qwen_math", QWEN_MATH_PREFIX, QWEN_MATH_SUFFIX, (), last_boxed_content),
     "none": PromptTemplate("none", "", "", (), last_boxed_content),
 }
 
