@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -60,11 +62,19 @@ class DocumentEncoder:
 _WORKER_ENCODER: DocumentEncoder | None = None
 
 
-def init_worker(settings: EncoderSettings) -> None:
-    """Process-pool initializer: one tokenizer per worker, one thread each, Ctrl-C left to the parent."""
+def _exit_with_parent(parent_pid: int) -> None:
+    while os.getppid() == parent_pid:
+        time.sleep(1.0)
+    os._exit(1)  # the parent was killed (SIGKILL): nobody will collect our results
+
+
+def init_worker(settings: EncoderSettings, parent_pid: int) -> None:
+    """Process-pool initializer: one tokenizer per worker, one thread each, Ctrl-C left to the parent, and exit
+    when the parent (``parent_pid``, passed in: it may already be dead by now) dies."""
     global _WORKER_ENCODER
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    threading.Thread(target=_exit_with_parent, args=(parent_pid,), daemon=True).start()
     _WORKER_ENCODER = DocumentEncoder(settings)
 
 

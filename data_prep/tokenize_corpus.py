@@ -249,7 +249,7 @@ def _encode_all(batches: Iterator[list[str]], settings: EncoderSettings, workers
         for batch in batches:
             if pool is None:  # started only once the first batch is read: bad input fails before any spawn
                 pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                                           initializer=init_worker, initargs=(settings,))
+                                           initializer=init_worker, initargs=(settings, os.getpid()))
                 builder = builder_factory()
             in_flight.append(pool.submit(encode_in_worker, batch))
             while len(in_flight) >= 2 * workers:
