@@ -21,6 +21,7 @@ import os
 import shutil
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -32,12 +33,12 @@ from pipeline.pretrain_config import PretrainConfig, ResolvedModel, flag
 def run_pretrain(cfg: PretrainConfig) -> Path:
     """Train stage one; returns OUT/hf, or the checkpoint saved when a signal / exit_duration stopped it early."""
     started = time.time()
-    resolved = cfg.validate(int(os.environ.get("WORLD_SIZE", "1")))
     out = Path(cfg.output_dir)
-    if _finished(out, cfg.schedule.train_iters):
+    if _finished(out, cfg.schedule.train_iters):  # before validation: a requeued finished job always exits 0
         if int(os.environ.get("RANK", "0")) == 0:
             print(f"[pretrain] {out} already finished ({(out / 'DONE').read_text().strip()} steps): nothing to do")
         return out / "hf"
+    resolved = cfg.validate(int(os.environ.get("WORLD_SIZE", "1")))
     _set_threads(cfg.parallel.threads_per_rank)
     from megatron_ext.distributed import init_distributed
 
@@ -118,17 +119,11 @@ class Trainer:
             print(f"[pretrain] {message}", flush=True)
 
     def _resume_path(self) -> Path | None:
-        from megatron_ext.checkpoint import find_latest_checkpoint, validate_checkpoint_dir
+        from megatron_ext.checkpoint import find_latest_checkpoint
+        from pipeline.pretrain_config import explicit_checkpoint
 
-        explicit = self.cfg.checkpoint.resume_from
-        if explicit:
-            path = Path(explicit)
-            if not path.name.startswith("iter_"):  # a root: its newest complete checkpoint
-                latest = find_latest_checkpoint(path)
-                if latest is None:
-                    raise ValueError(f"checkpoint.resume_from={explicit!r} holds no complete iter_* checkpoint")
-                path = latest
-            return validate_checkpoint_dir(path)
+        if self.cfg.checkpoint.resume_from:
+            return explicit_checkpoint(self.cfg.checkpoint.resume_from)
         latest = find_latest_checkpoint(self.ckpt_root)
         newer = [p.name for p in sorted(self.ckpt_root.glob("iter_*")) if latest is None or p.name > latest.name]
         if newer:
@@ -244,10 +239,12 @@ class Trainer:
     # ---- checkpoints -----------------------------------------------------------------------------------------
 
     def _sharded_state_dict(self, is_loading: bool, with_rng: bool) -> dict:
+        from megatron_ext.llama import unwrap_model
         from megatron_ext.training import rng_sharded_object
         from pipeline.optim import optimizer_sharded_state_dict
 
-        model_sd = self.model.sharded_state_dict()
+        # The bare GPTModel's keys (no DDP "module." prefix): the layout megatron_ext.convert reads and writes.
+        model_sd = unwrap_model(self.model).sharded_state_dict()
         sd = {"model": model_sd,
               "optimizer": optimizer_sharded_state_dict(self.optimizer, model_sd, is_loading=is_loading)}
         if with_rng:
@@ -268,6 +265,7 @@ class Trainer:
 
     def _load(self, path: Path) -> None:
         from megatron.core.dist_checkpointing.core import CheckpointingException
+        from torch.distributed.checkpoint.api import CheckpointException  # a BaseException, not an Exception
 
         from megatron_ext.checkpoint import load_checkpoint
         from megatron_ext.llama import unwrap_model
@@ -277,7 +275,7 @@ class Trainer:
         same_layout = saved.get("layout") == {"tp": self.layout.tp, "pp": self.layout.pp, "dp": self.layout.dp}
         try:
             state, trainer_state = load_checkpoint(path, self._sharded_state_dict(True, same_layout))
-        except (CheckpointingException, RuntimeError, OSError, EOFError, KeyError) as e:
+        except (CheckpointingException, CheckpointException, RuntimeError, OSError, EOFError, KeyError) as e:
             raise ValueError(f"checkpoint {path} could not be read ({type(e).__name__}: {e}); it is corrupt or "
                              "was written by another model: delete it or resume from an earlier iter_*") from e
         missing, unexpected = unwrap_model(self.model).load_state_dict(state["model"], strict=False)
@@ -375,6 +373,8 @@ def parse_args(argv: list[str]) -> tuple[PretrainConfig, argparse.Namespace]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if not torch.cuda.is_available():  # the CPU fallbacks Megatron announces once per module are expected here
+        warnings.filterwarnings("ignore", message=".*(Transformer Engine|Apex) (and Apex )?(is|are) not installed.*")
     try:
         cfg, args = parse_args(sys.argv[1:] if argv is None else argv)
         if args.print_config:

@@ -205,8 +205,8 @@ class PretrainConfig:
             if shares[1] == 0:
                 raise ValueError(f"data.split={d.split!r} leaves no validation documents: give the second share a "
                                  "weight (e.g. '98,2,0'), set data.valid_blend, or schedule.eval_interval=0")
-        if self.checkpoint.resume_from and not Path(self.checkpoint.resume_from).exists():
-            raise ValueError(f"checkpoint.resume_from={self.checkpoint.resume_from!r} does not exist")
+        if self.checkpoint.resume_from:
+            explicit_checkpoint(self.checkpoint.resume_from)
         return resolve_model(self, p.tp, p.pp)
 
 
@@ -261,6 +261,22 @@ def resolve_model(cfg: PretrainConfig, tp: int, pp: int) -> ResolvedModel:
         raise ValueError(f"data.seq_length={cfg.data.seq_length} exceeds the model's max_position_embeddings "
                          f"{hf_config.max_position_embeddings}")
     return ResolvedModel(hf_config, tokenizer_dir, tokenizer, int(eod))
+
+
+def explicit_checkpoint(resume_from: str) -> Path:
+    """The complete checkpoint `checkpoint.resume_from` names (an iter_* directory, or a root: its newest complete
+    one); ValueError saying why when it is missing, incomplete or corrupt."""
+    from megatron_ext.checkpoint import find_latest_checkpoint, validate_checkpoint_dir
+
+    path = Path(resume_from)
+    if not path.exists():
+        raise ValueError(f"checkpoint.resume_from={resume_from!r} does not exist")
+    if path.name.startswith("iter_"):
+        return validate_checkpoint_dir(path)
+    latest = find_latest_checkpoint(path)
+    if latest is None:
+        raise ValueError(f"checkpoint.resume_from={resume_from!r} holds no complete iter_* checkpoint")
+    return latest
 
 
 def flag(value: str, auto: bool) -> bool:
