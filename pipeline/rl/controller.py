@@ -60,7 +60,7 @@ def run_rl(cfg: RLConfig) -> Path:
         learner.load_state_dict(state)
         start_step = trainer_state["step"]
         generator.update_weights(learner.export_weights())
-    metrics = MetricsWriter(out, enabled=layout.is_main, resume_step=start_step)
+    metrics = MetricsWriter(out, enabled=layout.is_main, resume_step=start_step + 1)
     if layout.is_main:
         out.mkdir(parents=True, exist_ok=True)
         (out / "rl_config.json").write_text(cfg.to_json())

@@ -1,0 +1,157 @@
+"""The Dr. GRPO loop end to end on CPU: metrics, exact resume after kill -9 and after SIGTERM, bad configs."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import REPO
+from tiny_models import addition_questions, save_warm_addition_model
+
+
+
+@pytest.fixture(scope="module")
+def policy(tmp_path_factory):
+    root = tmp_path_factory.mktemp("policy")
+    model = save_warm_addition_model(root / "model")
+    questions = root / "train.jsonl"
+    questions.write_text("".join(json.dumps(q) + "\n" for q in addition_questions(48, seed=1)))
+    return model, questions
+
+
+def _config(policy, out: Path, **overrides) -> Path:
+    model, questions = policy
+    cfg = dict(model_dir=str(model), output_dir=str(out), train_questions=str(questions),
+               test_questions=str(questions), eval_max_questions=8, template="none", generator="torch",
+               questions_per_step=4, group_size=4, max_new_tokens=12, steps=6, eval_every=3,
+               checkpoint_every=2, micro_batch_size=4, lr=3e-4, seed=3, log_generations=-1)
+    cfg.update(overrides)
+    path = out.with_suffix(".json")
+    path.write_text(json.dumps(cfg))
+    return path
+
+
+def _launch(config: Path, nproc: int = 2) -> subprocess.Popen:
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1")
+    return subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
+                             str(nproc), "-m", "pipeline.rl", "--config", str(config)], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+
+def _finish(proc: subprocess.Popen, timeout: int = 400) -> str:
+    out, _ = proc.communicate(timeout=timeout)
+    assert proc.returncode == 0, out[-5000:]
+    return out
+
+
+def _metrics(out: Path) -> list[dict]:
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in r.items() if not k.startswith("time")} for r in rows]
+
+
+def _wait_for_checkpoint(out: Path, proc: subprocess.Popen, step: int, timeout: float = 300) -> None:
+    deadline = time.time() + timeout
+    latest = out / "checkpoints" / "latest_checkpointed_iteration.txt"
+    while time.time() < deadline:
+        if latest.exists() and int(latest.read_text()) >= step:
+            return
+        assert proc.poll() is None, proc.communicate()[0][-4000:]
+        time.sleep(0.2)
+    raise AssertionError(f"no checkpoint at step {step} within {timeout}s")
+
+
+def _signal_workers(proc: subprocess.Popen, sig: int) -> None:
+    """Signal the training processes (as SLURM's --signal does), not torchrun's agent."""
+    import psutil
+
+    workers = [p for p in psutil.Process(proc.pid).children(recursive=True)
+               if "pipeline.rl" in p.cmdline() and "--config" in p.cmdline()]
+    assert workers, "no training processes found"
+    for w in workers:
+        w.send_signal(sig)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(policy, tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "uninterrupted"
+    _finish(_launch(_config(policy, out)))
+    return out
+
+
+def test_run_writes_every_metric_and_the_final_model(uninterrupted):
+    rows = _metrics(uninterrupted)
+    assert [r["step"] for r in rows] == [0, 1, 2, 3, 4, 5, 6]
+    step = rows[1]
+    for key in ("rollout/reward_mean", "rollout/accuracy", "rollout/response_len_mean", "rollout/truncation_rate",
+                "rollout/question_reward_std_mean", "rollout/zero_std_question_frac", "rollout/grading_failures",
+                "train/loss", "train/entropy", "train/clip_frac", "train/logp_mismatch", "train/grad_norm"):
+        assert key in step, key
+    assert "eval/accuracy" in rows[0] and "eval/accuracy" in rows[3] and "eval/accuracy" in rows[6]
+    rewards = [r["rollout/reward_mean"] for r in rows[1:]]
+    assert 0 < sum(rewards) / len(rewards) < 1  # a warm policy: some right, some wrong
+    assert all(r["train/logp_mismatch"] < 1e-4 for r in rows[1:])  # engine and learner agree after each sync
+    assert all(r["train/grad_norm"] > 0 for r in rows[1:] if 0 < r["rollout/zero_std_question_frac"] < 1)
+    assert (uninterrupted / "hf" / "config.json").exists() and (uninterrupted / "DONE").exists()
+    generations = [json.loads(line) for line in (uninterrupted / "generations.jsonl").read_text().splitlines()]
+    assert len(generations) == 6 * 16
+    assert {"step", "question_id", "question", "gold", "response", "reward", "num_tokens", "truncated"} <= set(generations[0])
+
+
+def test_kill9_then_resume_gives_identical_metrics(policy, uninterrupted, tmp_path):
+    out = tmp_path / "killed"
+    config = _config(policy, out)
+    proc = _launch(config)
+    _wait_for_checkpoint(out, proc, 2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    killed_at = int((out / "checkpoints" / "latest_checkpointed_iteration.txt").read_text())
+    assert killed_at < 6 and not (out / "DONE").exists()  # really mid-run
+    _finish(_launch(config))
+    assert _metrics(out) == _metrics(uninterrupted)
+
+
+def test_sigterm_saves_a_checkpoint_and_exits_zero(policy, uninterrupted, tmp_path):
+    out = tmp_path / "terminated"
+    config = _config(policy, out, checkpoint_every=100)
+    proc = _launch(config)
+    deadline = time.time() + 300
+    while not (out / "metrics.jsonl").exists() or len((out / "metrics.jsonl").read_text().splitlines()) < 3:
+        assert proc.poll() is None and time.time() < deadline
+        time.sleep(0.2)
+    _signal_workers(proc, signal.SIGTERM)
+    output = _finish(proc)
+    assert "exit requested" in output
+    saved = int((out / "checkpoints" / "latest_checkpointed_iteration.txt").read_text())
+    assert 1 <= saved < 6 and not (out / "DONE").exists()
+    _finish(_launch(config))
+    assert _metrics(out) == _metrics(uninterrupted)
+
+
+def test_finished_run_is_not_repeated(policy, uninterrupted):
+    before = (uninterrupted / "metrics.jsonl").read_text()
+    _finish(_launch(_config(policy, uninterrupted), nproc=1))
+    assert (uninterrupted / "metrics.jsonl").read_text() == before
+
+
+@pytest.mark.parametrize("override,message", [
+    ({"questions_per_step": 3, "micro_batch_size": 2}, "must be divisible by the number of ranks"),
+    ({"aggregation": "mean"}, "aggregation='mean'; valid"),
+    ({"model_dir": "/nonexistent"}, "is not a Hugging Face model directory"),
+])
+def test_bad_config_fails_before_launching(policy, tmp_path, override, message):
+    proc = _launch(_config(policy, tmp_path / "bad", **override), nproc=2)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode != 0
+    assert message in out
+    assert not (tmp_path / "bad" / "checkpoints").exists()
+
+
+def test_unknown_field_is_named():
+    from pipeline.rl.config import RLConfig
+
+    with pytest.raises(ValueError, match=r"unknown RL config fields \['learning_rate'\]"):
+        RLConfig.from_dict({"learning_rate": 1.0})
