@@ -29,8 +29,11 @@ class OptimConfig:
     decay_iters: int = 0
     """Steps over which warmup + decay run (0: the whole run, schedule.train_iters); min_lr after it."""
     adam_beta1: float = 0.9
+    """AdamW first-moment decay."""
     adam_beta2: float = 0.95
+    """AdamW second-moment decay (0.95 as in Llama pretraining)."""
     adam_eps: float = 1e-8
+    """AdamW denominator epsilon."""
     weight_decay: float = 0.1
     """Decoupled (AdamW) weight decay; Megatron exempts biases and 1-D parameters (norms)."""
     clip_grad: float = 1.0

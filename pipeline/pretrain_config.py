@@ -109,12 +109,19 @@ class PretrainConfig:
     seed: int = 1234
     """Seeds the random init, Megatron's RNG tracker and the dataset shuffles."""
     model: ModelConfig = field(default_factory=ModelConfig)
+    """Where the weights and tokenizer come from."""
     data: DataConfig = field(default_factory=DataConfig)
+    """The tokenized blend and how sequences are cut from it."""
     parallel: ParallelConfig = field(default_factory=ParallelConfig)
+    """TP / PP (DP follows from the world size), dtype, optimizer sharding, CPU threads."""
     optim: OptimConfig = field(default_factory=OptimConfig)
+    """AdamW, learning-rate schedule, gradient clipping (pipeline.optim)."""
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    """Steps, batch sizes, evaluation, time limit."""
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    """When to save, how many to keep, where to resume from."""
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    """Metrics cadence, progress bar, MFU denominator."""
 
     # ---- (de)serialisation -------------------------------------------------------------------------------
 
