@@ -97,9 +97,10 @@ class RLConfig:
     log_generations: int = 4
     """Responses per step written to generations.jsonl (all of them: -1)."""
 
-    def validate(self, world_size: int) -> None:
-        """Raise ValueError with the fix, before any process group or model is built."""
-        if not self.model_dir or not (Path(self.model_dir) / "config.json").exists():
+    def validate(self, world_size: int, *, check_files: bool = True) -> None:
+        """Raise ValueError with the fix, before any process group or model is built. `check_files=False` checks
+        only the settings (a recipe validating before earlier stages have written their outputs)."""
+        if check_files and (not self.model_dir or not (Path(self.model_dir) / "config.json").exists()):
             raise ValueError(f"model_dir={self.model_dir!r} is not a Hugging Face model directory (no config.json)")
         if not self.train_questions:
             raise ValueError("train_questions is empty: point it at a jsonl of {question, answer} or 'math:PATH'")

@@ -1,0 +1,101 @@
+"""Executors and the NeMo-Run experiment of a PipelineRecipe, with failures that stop the pipeline.
+
+NeMo-Run alone neither stops dependents of a failed task under LocalExecutor nor reports failure in its exit
+code; `run_pipeline` does both (SLURM cancels afterok dependents itself with kill_invalid_depend).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nemo_run as run
+from torchx.specs import AppState
+
+from recipes import tasks
+from recipes.pipeline_recipe import PipelineRecipe, eval_config, resolve
+
+
+class PipelineFailed(RuntimeError):
+    pass
+
+
+class StopOnFailureExperiment(run.Experiment):
+    """Runs dependency levels one after another (LocalExecutor) and stops at the first failed task."""
+
+    _stopping = False
+
+    def _wait_for_jobs(self, jobs):
+        super()._wait_for_jobs(jobs)
+        failed = [job.id for job in jobs if job.launched and job.state != AppState.SUCCEEDED]
+        if failed and not self._stopping:
+            self._stopping = True
+            raise PipelineFailed(f"task(s) {failed} failed; their dependents were not started")
+
+
+def _single(executor):
+    """The executor for a one-process task (data prep, evaluation, report)."""
+    e = executor.clone()
+    e.launcher = None
+    e.ntasks_per_node = 1
+    if isinstance(e, run.SlurmExecutor):
+        e.nodes = 1
+        e.torchrun_nproc_per_node = None
+        if e.gpus_per_node:
+            e.gpus_per_node = 1
+    return e
+
+
+def _distributed(executor, recipe: PipelineRecipe):
+    e = executor.clone()
+    e.launcher = "torchrun"
+    e.ntasks_per_node = recipe.ranks_per_node
+    if isinstance(e, run.SlurmExecutor):
+        e.nodes = recipe.nodes
+        e.torchrun_nproc_per_node = recipe.ranks_per_node
+        if e.gpus_per_node:
+            e.gpus_per_node = recipe.ranks_per_node
+    return e
+
+
+def build_tasks(recipe: PipelineRecipe) -> list[tuple[str, run.Partial, str]]:
+    """(name, task, kind) in order; kind 'single' or 'distributed'."""
+    r = resolve(recipe)
+    out = Path(r.output_dir).resolve()
+    s1_hf, s2_hf = str(out / "stage1" / "hf"), str(out / "stage2" / "hf")
+    before, after = str(out / "eval" / "before"), str(out / "eval" / "after")
+    return [
+        ("data", run.Partial(tasks.prepare_data, task=r.data), "single"),
+        ("stage1", run.Partial(tasks.pretrain, cfg=r.stage1), "distributed"),
+        ("eval_before", run.Partial(tasks.evaluate, cfg=eval_config(r, s1_hf, before)), "single"),
+        ("stage2", run.Partial(tasks.drgrpo, cfg=r.stage2), "distributed"),
+        ("eval_after", run.Partial(tasks.evaluate, cfg=eval_config(r, s2_hf, after)), "single"),
+        ("report", run.Partial(tasks.report, run_dirs=[r.stage1.output_dir, r.stage2.output_dir],
+                               labels=["stage one", r.rl_steps_report_label],
+                               evals=[f"{before}/results.json", f"{after}/results.json"],
+                               eval_labels=["before stage two", "after stage two"],
+                               out=str(out / "report.md")), "single"),
+    ]
+
+
+def run_pipeline(recipe: PipelineRecipe, executor, *, name: str = "llama3b_math_then_drgrpo",
+                 dryrun: bool = False) -> dict:
+    """Launch the tasks in order; returns {task: state}. Raises PipelineFailed if any task did not succeed."""
+    built = build_tasks(recipe)
+    with StopOnFailureExperiment(name, executor=executor, log_level="WARN") as exp:
+        previous = None
+        for task_name, partial, kind in built:
+            task_executor = _single(executor) if kind == "single" else _distributed(executor, recipe)
+            previous = exp.add(partial, executor=task_executor, name=task_name,
+                               dependencies=[previous] if previous else [])
+        if dryrun:
+            exp.dryrun()
+            return {}
+        try:
+            exp.run(sequential=False)
+        except PipelineFailed:
+            pass
+    states = {job.id: str(job.state) for job in exp.jobs}
+    failed = {k: v for k, v in states.items() if v != str(AppState.SUCCEEDED)}
+    if failed:
+        raise PipelineFailed(f"pipeline did not complete: {failed}; logs under {exp._exp_dir}")
+    return states

@@ -1,0 +1,86 @@
+"""Continued math pretraining of Llama on Megatron-core, then Dr. GRPO (arXiv 2503.20783), as one NeMo-Run
+experiment: data -> stage one -> eval -> stage two -> eval -> report.
+
+    nemo-run recipes/llama3b_math_then_drgrpo.py                     # tiny CPU pipeline, local executor
+    nemo-run recipes/llama3b_math_then_drgrpo.py recipe=llama32_3b_a100 \
+        recipe.stage1.model.hf_dir=/models/Llama-3.2-3B recipe.data.tokenizer_dir=/models/Llama-3.2-3B \
+        recipe.stage2.train_questions=math:/data/MATH?levels=3-5 recipe.eval.suite=/data/evaluation_suite \
+        run.executor=slurm run.executor.account=ACCOUNT run.executor.partition=PARTITION \
+        run.executor.container_image=nvcr.io/nvidia/pytorch:25.04-py3 'run.executor.container_mounts=["/data:/data"]'
+
+Any field can be overridden (`recipe.stage2.lr=1e-6`, `recipe.output_dir=...`); `--dryrun` prints the tasks.
+Exits non-zero if a task fails; later tasks are then not run.
+"""
+
+
+import sys
+from pathlib import Path
+
+import nemo_run as run
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from recipes.experiment import PipelineFailed, run_pipeline  # noqa: E402
+from recipes.pipeline_recipe import PipelineRecipe, default_ranks, llama32_3b_a100 as _llama32_3b_a100  # noqa: E402
+from recipes.pipeline_recipe import tiny_cpu as _tiny_cpu  # noqa: E402
+
+
+@run.cli.factory
+@run.autoconvert
+def tiny_cpu() -> PipelineRecipe:
+    return _tiny_cpu()
+
+
+@run.cli.factory
+@run.autoconvert
+def llama32_3b_a100() -> PipelineRecipe:
+    return _llama32_3b_a100()
+
+
+@run.cli.factory
+@run.autoconvert
+def local(ranks: int = 0) -> run.LocalExecutor:
+    """This machine: torchrun with `ranks` processes (default: GPUs, or 2 on a CPU)."""
+    return run.LocalExecutor(ntasks_per_node=ranks or default_ranks(), launcher="torchrun")
+
+
+@run.cli.factory
+@run.autoconvert
+def slurm(account: str = "", partition: str = "", nodes: int = 1, gpus_per_node: int = 8, time: str = "04:00:00",
+          container_image: str = "", container_mounts: list[str] = [], job_dir: str = "",
+          host: str = "", user: str = "", mem: str = "", env_vars: dict = {}) -> run.SlurmExecutor:
+    """A SLURM cluster (A100 nodes by default): submitted locally (LocalTunnel) or over SSH when `host` is set."""
+    tunnel = run.SSHTunnel(host=host, user=user, job_dir=job_dir) if host else run.LocalTunnel(job_dir=job_dir)
+    kwargs = dict(account=account or None, partition=partition or None, nodes=nodes, ntasks_per_node=gpus_per_node,
+                  gpus_per_node=gpus_per_node or None, time=time, tunnel=tunnel, packager=run.Packager(),
+                  container_image=container_image or None, container_mounts=list(container_mounts),
+                  env_vars=dict(env_vars), mem=mem or None)
+    return run.SlurmExecutor(**{k: v for k, v in kwargs.items() if v is not None})
+
+
+@run.cli.entrypoint(type="experiment", help=__doc__)
+def llama3b_math_then_drgrpo(ctx: run.cli.RunContext, recipe: PipelineRecipe = _tiny_cpu()):
+    executor = ctx.executor or run.LocalExecutor(ntasks_per_node=default_ranks(), launcher="torchrun")
+    if isinstance(executor, run.SlurmExecutor):
+        recipe.ranks_per_node = executor.gpus_per_node or executor.ntasks_per_node or recipe.ranks_per_node
+        recipe.nodes = executor.nodes
+    else:
+        recipe.ranks_per_node = executor.ntasks_per_node
+    try:
+        states = run_pipeline(recipe, executor, dryrun=ctx.dryrun)
+    except (PipelineFailed, ValueError) as e:
+        print(f"\nFAILED: {e}", file=sys.stderr, flush=True)
+        sys.exit(1)
+    if states:
+        out = Path(recipe.output_dir).resolve()
+        print(f"\nPipeline complete ({', '.join(states)}).\n"
+              f"  report:      {out / 'report.md'}\n"
+              f"  metrics:     {out / 'stage1' / 'metrics.jsonl'}, {out / 'stage2' / 'metrics.jsonl'} "
+              f"(TensorBoard: tensorboard --logdir {out})\n"
+              f"  evaluation:  {out / 'eval' / 'before' / 'results.md'}, {out / 'eval' / 'after' / 'results.md'}\n"
+              f"  checkpoints: {out / 'stage1' / 'checkpoints'}, {out / 'stage2' / 'checkpoints'}\n"
+              f"  models:      {out / 'stage1' / 'hf'}, {out / 'stage2' / 'hf'}", flush=True)
+
+
+if __name__ == "__main__":
+    run.cli.main(llama3b_math_then_drgrpo)

@@ -1,0 +1,188 @@
+"""The two-stage pipeline as a NeMo-Run experiment: data -> stage one -> eval -> Dr. GRPO -> eval -> report.
+
+A `PipelineRecipe` holds every stage's config. Recipes are small functions (`tiny_cpu`, `llama32_3b_a100`)
+that return one; paths between stages are derived from `output_dir` when the experiment is built, so a CLI
+override of `recipe.output_dir` moves everything. Outputs pass by path:
+
+    OUT/data/          synthetic data or tokenized corpora (tokens/<corpus>.bin/.idx)
+    OUT/stage1/        checkpoints/, metrics.jsonl, tensorboard/, hf/ (the HF export stage two starts from)
+    OUT/eval/before/   evaluation of the stage-one model          OUT/eval/after/  of the stage-two model
+    OUT/stage2/        checkpoints/, metrics.jsonl, generations.jsonl, tensorboard/, hf/
+    OUT/report.md      tables and plots of the whole run
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pipeline.pretrain_config import PretrainConfig
+from pipeline.rl.config import RLConfig
+from recipes.tasks import DataTask
+
+
+@dataclass
+class EvalTask:
+    benchmarks: tuple[str, ...] = ()
+    """NAME=PATH benchmark files (pipeline.eval.benchmarks); empty: the synthetic test set of the data task."""
+    suite: str = ""
+    """The authors' evaluation suite (a save_to_disk DatasetDict with aime, amc, math, minerva, olympiad_bench)."""
+    template: str = ""
+    """Prompt template; empty: stage two's template."""
+    max_new_tokens: int = 3000
+    """Greedy decoding budget (the paper's 3000)."""
+    max_questions: int = 0
+    """Per benchmark (0: all)."""
+    backend: str = "vllm"
+    """Decoder: vllm (the paper's), torch or hf."""
+
+
+@dataclass
+class PipelineRecipe:
+    output_dir: str = "outputs/llama3b_math_then_drgrpo"
+    data: DataTask = field(default_factory=DataTask)
+    stage1: PretrainConfig = field(default_factory=PretrainConfig)
+    stage2: RLConfig = field(default_factory=RLConfig)
+    eval: EvalTask = field(default_factory=EvalTask)
+    nodes: int = 1
+    """Nodes for the training stages."""
+    ranks_per_node: int = 2
+    """torchrun processes per node for the training stages (GPUs per node on a cluster)."""
+    rl_steps_report_label: str = "Dr. GRPO"
+
+
+def tiny_cpu() -> PipelineRecipe:
+    """The whole pipeline on 2 CPU cores in well under 15 minutes: tiny Llama, synthetic math data."""
+    recipe = PipelineRecipe(output_dir="outputs/tiny_pipeline")
+    recipe.stage1.model.preset = "tiny"
+    recipe.stage1.schedule.train_iters = 300
+    recipe.stage2 = RLConfig(
+        template="none", generator="auto", questions_per_step=16, group_size=8, max_new_tokens=48,
+        max_prompt_tokens=64, lr=2e-5, bf16=False, micro_batch_size=16, steps=80, eval_every=20,
+        eval_max_questions=250, checkpoint_every=20, log_generations=-1,
+    )
+    recipe.eval = EvalTask(max_new_tokens=48, backend="vllm")
+    return recipe
+
+
+def llama32_3b_a100(hf_model: str = "", math_train: str = "", eval_suite: str = "") -> PipelineRecipe:
+    """Llama-3.2-3B continued on FineMath-4+ and NuminaMath QA text, then Dr. GRPO with the paper's settings
+    (MATH levels 3-5, Qwen-Math template, 8 x 128 samples/step, 3000 new tokens, lr 1e-6) on 80 GB A100 nodes.
+
+    TP=1/PP=1 fits a 3B model on one A100 (bf16 params, fp32 master weights in the distributed optimizer), so
+    all 8 GPUs of a node are data-parallel; raise tp for longer sequences or larger models.
+    """
+    recipe = PipelineRecipe(output_dir="outputs/llama3b_math_then_drgrpo", nodes=1, ranks_per_node=8)
+    recipe.data = DataTask(synthetic=False, corpora={"finemath-4plus": 0.7, "numinamath-1.5": 0.3},
+                           tokenizer_dir=hf_model)
+    s1 = recipe.stage1
+    s1.model.hf_dir = hf_model
+    s1.data.seq_length = 4096
+    s1.schedule.train_iters = 5000
+    s1.schedule.global_batch_size = 256
+    s1.schedule.micro_batch_size = 2
+    s1.schedule.eval_interval = 250
+    s1.optim.lr, s1.optim.min_lr, s1.optim.warmup_iters = 5e-5, 5e-6, 100
+    s1.checkpoint.interval = 250
+    s1.parallel.tp, s1.parallel.pp = 1, 1
+    recipe.stage2 = RLConfig(
+        train_questions=f"math:{math_train}" if math_train else "", train_levels=(3, 4, 5), template="qwen_math",
+        generator="vllm", questions_per_step=128, group_size=8, max_new_tokens=3000, max_prompt_tokens=1024,
+        lr=1e-6, micro_batch_size=4, steps=500, eval_every=50, checkpoint_every=25,
+        generator_options={"gpu_memory_utilization": 0.35},
+    )
+    recipe.eval = EvalTask(suite=eval_suite, template="qwen_math", max_new_tokens=3000, backend="vllm")
+    return recipe
+
+
+RECIPES = {"tiny_cpu": tiny_cpu, "llama32_3b_a100": llama32_3b_a100}
+
+
+def resolve(recipe: PipelineRecipe) -> PipelineRecipe:
+    """A copy with every inter-stage path filled from output_dir, validated before anything launches."""
+    r = copy.deepcopy(recipe)
+    out = Path(r.output_dir).resolve()
+    data_dir = Path(r.data.out_dir or out / "data")
+    r.data.out_dir = str(data_dir)
+    s1, s2 = r.stage1, r.stage2
+    s1.output_dir = str(out / "stage1")
+    if not s1.data.blend:
+        names = (["synthetic"] if r.data.synthetic else []) + list(r.data.corpora)
+        weights = [1.0] * (1 if r.data.synthetic else 0) + [float(w) for w in r.data.corpora.values()]
+        if not names:
+            raise ValueError("no pretraining data: set recipe.data.synthetic=true or recipe.data.corpora")
+        s1.data.blend = [[w, str(data_dir / "tokens" / n.replace("/", "_").replace(":", "_"))]
+                         for w, n in zip(weights, names)]
+    if not s1.model.tokenizer_dir:
+        s1.model.tokenizer_dir = r.data.tokenizer_dir or str(data_dir / "tokenizer")
+    s2.output_dir = str(out / "stage2")
+    s2.model_dir = s2.model_dir or str(out / "stage1" / "hf")
+    if not s2.train_questions:
+        if not r.data.synthetic:
+            raise ValueError("recipe.stage2.train_questions is empty: point it at MATH (e.g. 'math:/data/MATH') or "
+                             "a {question, answer} jsonl")
+        s2.train_questions = str(data_dir / "rl_train.jsonl")
+    if not s2.test_questions and r.data.synthetic:
+        s2.test_questions = str(data_dir / "rl_test.jsonl")
+    if not r.data.synthetic and not r.stage1.model.hf_dir:
+        raise ValueError("recipe.stage1.model.hf_dir is empty: give the Llama-3.2-3B HF directory "
+                         "(e.g. recipe=llama32_3b_a100 recipe.stage1.model.hf_dir=/models/Llama-3.2-3B)")
+    validate(r)
+    return r
+
+
+def validate(r: PipelineRecipe) -> None:
+    """Every setting that can be checked before data and checkpoints exist: parallel layouts against the model
+    shape, batch divisibility, optimizer and RL settings. Raises ValueError naming the field."""
+    from megatron_ext.distributed import validate_world
+    from megatron_ext.llama import validate_llama_config
+    from pipeline.model_presets import build_preset
+
+    world = r.nodes * r.ranks_per_node
+    s1, s2 = r.stage1, r.stage2
+    try:
+        dp = validate_world(world, s1.parallel.tp, s1.parallel.pp)
+        if s1.model.hf_dir and (Path(s1.model.hf_dir) / "config.json").exists():
+            from transformers import AutoConfig
+
+            shape = AutoConfig.from_pretrained(s1.model.hf_dir)
+        else:  # the published shape stands in until the checkpoint is there
+            shape = build_preset("llama3.2-3b" if s1.model.hf_dir else s1.model.preset, overrides=s1.model.overrides)
+        validate_llama_config(shape, s1.parallel.tp, s1.parallel.pp)
+        step = s1.schedule.micro_batch_size * dp
+        if s1.schedule.global_batch_size % step:
+            raise ValueError(f"schedule.global_batch_size={s1.schedule.global_batch_size} is not divisible by "
+                             f"micro_batch_size x DP = {step} at {world} ranks")
+        s1.optim.validate(s1.schedule.train_iters)
+    except ValueError as e:
+        raise ValueError(f"recipe.stage1: {e}") from None
+    try:
+        s2.validate(world, check_files=False)
+    except ValueError as e:
+        raise ValueError(f"recipe.stage2: {e}") from None
+
+
+def eval_config(recipe: PipelineRecipe, model_dir: str, out_dir: str):
+    from pipeline.eval.evaluate import EvalConfig
+
+    e = recipe.eval
+    benchmarks = e.benchmarks
+    if not benchmarks and not e.suite:
+        benchmarks = (f"synthetic={Path(recipe.data.out_dir) / 'rl_test.jsonl'}",)
+    options = {"max_model_len": e.max_new_tokens + recipe.stage2.max_prompt_tokens + 8} if e.backend != "hf" else {}
+    return EvalConfig(model=model_dir, benchmarks=tuple(benchmarks), suite=e.suite,
+                      template=e.template or recipe.stage2.template, max_new_tokens=e.max_new_tokens,
+                      max_questions=e.max_questions, backend=e.backend, backend_options=options, output_dir=out_dir)
+
+
+def recipe_from_dict(values: dict) -> PipelineRecipe:
+    return dataclasses.replace(PipelineRecipe(), **values)
+
+
+def default_ranks() -> int:
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else min(2, os.cpu_count() or 1)

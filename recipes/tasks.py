@@ -1,0 +1,96 @@
+"""The recipe's tasks: thin entry points that NeMo-Run runs as `run.Partial`s (one per stage).
+
+Each takes plain config dataclasses and paths, so a task is reproducible from its serialised config alone.
+Training tasks run under torchrun (every rank calls the function); the others run as one process.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pipeline.eval.evaluate import EvalConfig
+from pipeline.pretrain_config import PretrainConfig
+from pipeline.rl.config import RLConfig
+
+
+@dataclass
+class DataTask:
+    out_dir: str = ""
+    """Where data lands: synthetic files, tokens/<corpus>.bin/.idx, tokenizer/ (filled from the recipe's output_dir)."""
+    synthetic: bool = True
+    """Generate the bundled synthetic math data (tiny default); False: tokenize `corpora` with `tokenizer_dir`."""
+    synthetic_seed: int = 0
+    num_pretrain_docs: int = 20000
+    num_train_questions: int = 2000
+    num_test_questions: int = 250
+    corpora: dict = field(default_factory=dict)
+    """Pretraining corpora for stage one, {data_prep corpus name or dotted path: blend weight}."""
+    corpus_files: dict = field(default_factory=dict)
+    """Local files per corpus name ({name: [globs]}), replacing the corpus's Hub source (offline clusters)."""
+    tokenizer_dir: str = ""
+    """HF tokenizer for real corpora (the HF model directory); synthetic data trains its own."""
+    max_documents: int = 0
+    """Stop each corpus after this many documents (0: all); handy for smoke tests of a real recipe."""
+    workers: int = 0
+    """Tokenizer worker processes (0: all cores)."""
+
+
+def prepare_data(task: DataTask) -> dict:
+    """Synthetic data and/or tokenized corpora; returns {corpus: prefix}. Idempotent (no-op when complete)."""
+    from data_prep.synthetic import make_synthetic_dataset
+    from data_prep.tokenize_corpus import TokenizeConfig, tokenize_corpus
+
+    out = Path(task.out_dir)
+    jobs = []
+    tokenizer = task.tokenizer_dir
+    if task.synthetic:
+        data = make_synthetic_dataset(out, seed=task.synthetic_seed, num_pretrain_docs=task.num_pretrain_docs,
+                                      num_train_questions=task.num_train_questions,
+                                      num_test_questions=task.num_test_questions)
+        tokenizer = tokenizer or str(data.tokenizer)
+        jobs.append(("synthetic", "jsonl", (str(data.pretrain),)))
+    for name in task.corpora:
+        jobs.append((name, name, tuple(task.corpus_files.get(name, ()))))
+    if not tokenizer:
+        raise ValueError("data.tokenizer_dir is empty: real corpora need the model's tokenizer directory")
+    prefixes = {}
+    for name, corpus, files in jobs:
+        prefix = out / "tokens" / name.replace("/", "_").replace(":", "_")
+        cfg = TokenizeConfig(corpus=corpus, tokenizer=tokenizer, output_prefix=str(prefix), data_files=files,
+                             max_documents=task.max_documents or None, progress=False,
+                             **({"workers": task.workers} if task.workers else {}))
+        tokenize_corpus(cfg)
+        prefixes[name] = str(prefix)
+    (out / "prefixes.json").write_text(json.dumps(prefixes, indent=2))
+    return prefixes
+
+
+def pretrain(cfg: PretrainConfig) -> str:
+    from pipeline.pretrain import run_pretrain
+
+    return str(run_pretrain(cfg))
+
+
+def drgrpo(cfg: RLConfig) -> str:
+    from pipeline.rl.controller import run_rl
+
+    return str(run_rl(cfg))
+
+
+def evaluate(cfg: EvalConfig) -> str:
+    from pipeline.eval.evaluate import evaluate as run_evaluation
+
+    if (Path(cfg.output_dir) / "results.json").exists():
+        return cfg.output_dir  # done before (a rerun of the experiment)
+    run_evaluation(cfg)
+    return cfg.output_dir
+
+
+def report(run_dirs: list[str], labels: list[str], evals: list[str], eval_labels: list[str], out: str) -> str:
+    from pipeline.eval.report import build_report
+
+    path = build_report(run_dirs, out, labels=labels, evals=evals, eval_labels=eval_labels)
+    print(f"[report] {path}", flush=True)
+    return str(path)
