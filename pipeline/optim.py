@@ -7,8 +7,6 @@ master weights on GPU, the distributed optimizer when asked) and `build_schedule
 part of a distributed checkpoint in a format that reshards across TP / PP / DP.
 """
 
-from __future__ import annotations
-
 from dataclasses import dataclass
 
 import torch

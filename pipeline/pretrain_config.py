@@ -6,8 +6,6 @@ minutes on 2 cores). A cluster run of Llama-3.2-3B overrides model.hf_dir, data.
 (including the model shape against TP / PP) and raises ValueError saying what to change.
 """
 
-from __future__ import annotations
-
 import dataclasses
 import json
 import os

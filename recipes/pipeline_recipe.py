@@ -11,8 +11,6 @@ override of `recipe.output_dir` moves everything. Outputs pass by path:
     OUT/report.md      tables and plots of the whole run
 """
 
-from __future__ import annotations
-
 import copy
 import dataclasses
 import os

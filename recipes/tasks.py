@@ -4,8 +4,6 @@ Each takes plain config dataclasses and paths, so a task is reproducible from it
 Training tasks run under torchrun (every rank calls the function); the others run as one process.
 """
 
-from __future__ import annotations
-
 import json
 from dataclasses import dataclass, field
 from pathlib import Path

@@ -6,8 +6,6 @@ temperature 1.0, top-p 1.0, 3000 new tokens, 1024 prompt tokens, eps 0.2, no KL,
 no std normalisation. The tiny CPU recipe overrides the sizes.
 """
 
-from __future__ import annotations
-
 import dataclasses
 import json
 from dataclasses import dataclass, field

@@ -1,0 +1,79 @@
+"""Recipes: every variant builds and validates on CPU without launching; the nemo-run command works from any
+directory; a failing task makes the command exit non-zero and its dependents never start."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import REPO
+
+RECIPE = REPO / "recipes" / "llama3b_math_then_drgrpo.py"
+
+
+@pytest.mark.parametrize("variant", ["tiny_cpu", "llama32_3b_a100"])
+def test_every_variant_builds_and_validates(variant, tmp_path):
+    from recipes.experiment import build_tasks
+    from recipes.pipeline_recipe import RECIPES
+
+    recipe = RECIPES[variant]()
+    recipe.output_dir = str(tmp_path / "out")
+    if variant == "llama32_3b_a100":
+        recipe.stage1.model.hf_dir = recipe.data.tokenizer_dir = "/models/Llama-3.2-3B"
+        recipe.stage2.train_questions = "math:/data/MATH?levels=3-5"
+    tasks = build_tasks(recipe)
+    assert [name for name, _, _ in tasks] == ["data", "stage1", "eval_before", "stage2", "eval_after", "report"]
+    stage1 = dict((n, p) for n, p, _ in tasks)["stage1"].cfg
+    stage2 = dict((n, p) for n, p, _ in tasks)["stage2"].cfg
+    assert stage2.model_dir == str(tmp_path / "out" / "stage1" / "hf")  # outputs pass by path
+    assert stage1.output_dir == str(tmp_path / "out" / "stage1")
+    if variant == "llama32_3b_a100":  # the paper's hyper-parameters
+        assert (stage2.lr, stage2.group_size, stage2.questions_per_step, stage2.max_new_tokens) == (1e-6, 8, 128, 3000)
+        assert (stage2.temperature, stage2.aggregation, stage2.std_normalize, stage2.kl_coef) == (1.0, "dr_grpo", False, 0.0)
+        assert stage2.train_levels == (3, 4, 5) and stage2.template == "qwen_math"
+
+
+def test_a100_recipe_without_model_path_fails_with_the_fix(tmp_path):
+    from recipes.experiment import build_tasks
+    from recipes.pipeline_recipe import llama32_3b_a100
+
+    recipe = llama32_3b_a100()
+    recipe.output_dir = str(tmp_path)
+    recipe.stage2.train_questions = "math:/data/MATH"
+    with pytest.raises(ValueError, match="hf_dir is empty.*Llama-3.2-3B"):
+        build_tasks(recipe)
+
+
+def test_bad_layout_is_refused_before_launch(tmp_path):
+    from recipes.experiment import build_tasks
+    from recipes.pipeline_recipe import llama32_3b_a100
+
+    recipe = llama32_3b_a100("/models/Llama-3.2-3B", "/data/MATH")
+    recipe.output_dir = str(tmp_path)
+    recipe.stage1.parallel.tp, recipe.ranks_per_node = 3, 6
+    with pytest.raises(ValueError, match=r"recipe.stage1: .*tensor_parallel=3 does not divide num_key_value_heads=8"):
+        build_tasks(recipe)
+
+
+def _nemo_run(*args, cwd, timeout=600):
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    return subprocess.run([str(Path(sys.executable).parent / "nemo-run"), str(RECIPE), *args, "--yes"], cwd=cwd,
+                          env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def test_dryrun_from_another_directory(tmp_path):
+    proc = _nemo_run("--dryrun", "recipe.output_dir=" + str(tmp_path / "out"), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    output = proc.stdout + proc.stderr
+    assert "stage1" in output and "eval_after" in output
+    assert not (tmp_path / "out" / "stage1").exists()
+
+
+def test_failing_task_exits_nonzero_and_stops_dependents(tmp_path):
+    # a tokenizer directory that does not exist: the data task fails after generating the synthetic data
+    proc = _nemo_run(f"recipe.output_dir={tmp_path / 'out'}", "recipe.data.tokenizer_dir=/nonexistent",
+                     "recipe.data.num_pretrain_docs=200", cwd=tmp_path)
+    assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "FAILED" in proc.stderr and "data" in proc.stderr
+    assert not (tmp_path / "out" / "stage1").exists()  # stage one never ran
