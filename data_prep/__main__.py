@@ -22,12 +22,12 @@ import sys
 def _tokenize(args) -> int:
     from data_prep.tokenize_corpus import TokenizeConfig, tokenize_corpus
 
-    config = TokenizeConfig(corpus=args.corpus, tokenizer=args.tokenizer, output_prefix=args.output_prefix,
-                            data_files=tuple(args.data_files), workers=args.workers, on_bad_record=args.on_bad_record,
-                            force=args.force, dtype=args.dtype, file_format=args.format, text_field=args.text_field,
-                            split=args.split, add_special_tokens=not args.no_special_tokens, eod_token=args.eod_token,
-                            batch_size=args.batch_size, max_documents=args.max_documents,
-                            progress=not args.no_progress)
+    given = {"corpus": args.corpus, "tokenizer": args.tokenizer, "output_prefix": args.output_prefix,
+             "data_files": tuple(args.data_files), "workers": args.workers, "on_bad_record": args.on_bad_record,
+             "dtype": args.dtype, "file_format": args.format, "text_field": args.text_field, "split": args.split,
+             "eod_token": args.eod_token, "batch_size": args.batch_size, "max_documents": args.max_documents}
+    config = TokenizeConfig(**{k: v for k, v in given.items() if v is not None}, force=args.force,
+                            add_special_tokens=not args.no_special_tokens, progress=not args.no_progress)
     summary = tokenize_corpus(config)
     if summary.get("up_to_date"):
         print(f"{args.output_prefix}.bin/.idx are up to date with these inputs ({summary['documents']} documents, "
@@ -75,6 +75,12 @@ def _questions(args) -> int:
     return 0
 
 
+def _default(field: str):
+    from data_prep.tokenize_corpus import TokenizeConfig
+
+    return TokenizeConfig.__dataclass_fields__[field].default
+
+
 def build_parser() -> argparse.ArgumentParser:
     from data_prep.synthetic import SyntheticConfig
 
@@ -87,18 +93,18 @@ def build_parser() -> argparse.ArgumentParser:
                      help="local jsonl/parquet/txt files or globs (quote them); replace the corpus's own source")
     tok.add_argument("--tokenizer", required=True, help="Hugging Face tokenizer directory")
     tok.add_argument("--output-prefix", required=True, help="writes PREFIX.bin, PREFIX.idx, PREFIX.summary.json")
-    tok.add_argument("--workers", type=int, default=None, help="encoder processes (default: CPU count; 1 = in process)")
-    tok.add_argument("--on-bad-record", choices=("error", "skip"), default="error",
-                     help="stop at a malformed record (default) or skip and count it")
+    tok.add_argument("--workers", type=int, help="encoder processes (default: CPU count; 1 = in this process)")
+    tok.add_argument("--on-bad-record", choices=("error", "skip"),
+                     help=f"stop at a malformed record or skip and count it (default {_default('on_bad_record')})")
     tok.add_argument("--force", action="store_true", help="rebuild even if up to date")
-    tok.add_argument("--dtype", choices=("auto", "uint16", "int32"), default="auto")
-    tok.add_argument("--format", default=None, help="jsonl, parquet, txt, txt_lines or hf_disk (default: by extension)")
-    tok.add_argument("--text-field", default=None, help="record field holding the text")
-    tok.add_argument("--split", default=None, help="split of a Hub dataset / save_to_disk DatasetDict")
-    tok.add_argument("--eod-token", default=None, help="token appended to every document (default: EOS)")
+    tok.add_argument("--dtype", choices=("auto", "uint16", "int32"), help=f"default {_default('dtype')}")
+    tok.add_argument("--format", help="jsonl, parquet, txt, txt_lines or hf_disk (default: the corpus's, or by extension)")
+    tok.add_argument("--text-field", help="record field holding the text (default: the corpus's)")
+    tok.add_argument("--split", help="split of a Hub dataset / save_to_disk DatasetDict (default: the corpus's)")
+    tok.add_argument("--eod-token", help="token appended to every document (default: the tokenizer's EOS)")
     tok.add_argument("--no-special-tokens", action="store_true", help="do not let the tokenizer add BOS etc.")
-    tok.add_argument("--batch-size", type=int, default=256, help="documents per worker batch")
-    tok.add_argument("--max-documents", type=int, default=None, help="stop after this many documents")
+    tok.add_argument("--batch-size", type=int, help=f"documents per worker batch (default {_default('batch_size')})")
+    tok.add_argument("--max-documents", type=int, help="stop after this many documents (default: all)")
     tok.add_argument("--no-progress", action="store_true", help="no progress bar")
     tok.set_defaults(run=_tokenize)
 
@@ -124,10 +130,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if getattr(args, "workers", 0) is None:
-        import os
-
-        args.workers = os.cpu_count() or 1
 
     def _terminate(signum, frame):
         raise KeyboardInterrupt

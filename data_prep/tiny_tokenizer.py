@@ -40,4 +40,15 @@ def train_tiny_tokenizer(texts: Iterable[str], out_dir: str | Path, *, vocab_siz
                                    model_max_length=4096)
     out_dir = Path(out_dir)
     fast.save_pretrained(out_dir)
+    _check_saved(out_dir)
     return out_dir
+
+
+def _check_saved(out_dir: Path) -> None:
+    """Reload the directory the way every later stage will (offline ``AutoTokenizer``) and check its specials."""
+    from transformers import AutoTokenizer
+
+    loaded = AutoTokenizer.from_pretrained(str(out_dir), local_files_only=True)
+    ids = loaded("1 + 23 = 24")["input_ids"]
+    assert (loaded.bos_token, loaded.eos_token, loaded.pad_token) == SPECIAL_TOKENS, "special tokens lost on reload"
+    assert ids[0] == loaded.bos_token_id and loaded.decode(ids, skip_special_tokens=True) == "1 + 23 = 24", ids

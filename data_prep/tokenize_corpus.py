@@ -8,6 +8,8 @@ in input order whatever the number of workers. The main process reads records (s
 and writes through megatron-core's ``IndexedDatasetBuilder``; worker processes encode. Records that cannot be read
 stop the run or, with ``on_bad_record="skip"``, are skipped and counted; empty documents are always skipped and
 counted. Inputs, tokenizer and options are fingerprinted: a re-run with the same ones does nothing unless forced.
+Workers are spawned processes: a script calling ``tokenize_corpus`` with ``workers > 1`` needs the usual
+``if __name__ == "__main__":`` guard.
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ ON_BAD_RECORD = ("error", "skip")
 ALWAYS_SKIPPED = frozenset({"empty", "blank_line"})
 """Skip reasons that are never errors: documents with no text."""
 MAX_SKIPPED_EXAMPLES = 20
+PREFETCH_BATCHES_PER_WORKER = 16
+"""Batches read ahead per worker while the output writer (megatron-core) is still being imported."""
 
 
 class BadInputError(ValueError):
@@ -76,6 +80,8 @@ class TokenizeConfig:
     """Token appended after every document; default the tokenizer's EOS token."""
     batch_size: int = 256
     """Documents per batch handed to a worker."""
+    batch_chars: int = 1_000_000
+    """A batch also ends at this many characters, so memory stays flat with very long documents."""
     max_documents: int | None = None
     """Stop after this many documents (for samples and smoke tests); None reads everything."""
     progress: bool = True
@@ -86,8 +92,9 @@ class TokenizeConfig:
             raise ValueError(f"on_bad_record must be one of {ON_BAD_RECORD}, got {self.on_bad_record!r}")
         if self.dtype != "auto" and self.dtype not in DTYPES:
             raise ValueError(f"dtype must be auto or one of {sorted(DTYPES)}, got {self.dtype!r}")
-        if self.workers < 1 or self.batch_size < 1:
-            raise ValueError(f"workers and batch_size must be >= 1, got {self.workers} and {self.batch_size}")
+        if min(self.workers, self.batch_size, self.batch_chars) < 1:
+            raise ValueError(f"workers, batch_size and batch_chars must be >= 1, got {self.workers}, "
+                             f"{self.batch_size} and {self.batch_chars}")
         if self.max_documents is not None and self.max_documents < 1:
             raise ValueError(f"max_documents must be >= 1 or None, got {self.max_documents}")
         self.data_files = tuple(self.data_files)
@@ -172,8 +179,7 @@ class _Tally:
 def _document_batches(source: RecordSource, spec: CorpusSpec, cfg: TokenizeConfig, tally: _Tally,
                       bar) -> Iterator[list[str]]:
     batch: list[str] = []
-    pending_bytes = 0
-    accepted = 0
+    batch_chars = pending_bytes = accepted = 0
     for item in source:
         pending_bytes += item.nbytes
         try:
@@ -193,12 +199,13 @@ def _document_batches(source: RecordSource, spec: CorpusSpec, cfg: TokenizeConfi
             tally.skip(bad)
             continue
         batch.append(text)
+        batch_chars += len(text)
         accepted += 1
-        if len(batch) >= cfg.batch_size or (cfg.max_documents and accepted >= cfg.max_documents):
+        if (len(batch) >= cfg.batch_size or batch_chars >= cfg.batch_chars
+                or (cfg.max_documents and accepted >= cfg.max_documents)):
             bar.update(pending_bytes if bar.total else len(batch))
-            pending_bytes = 0
             yield batch
-            batch = []
+            batch, batch_chars, pending_bytes = [], 0, 0
         if cfg.max_documents and accepted >= cfg.max_documents:
             return
     if batch:
@@ -225,7 +232,7 @@ def _make_builder(prefix: str, dtype: str):
 
 def _encode_all(batches: Iterator[list[str]], settings: EncoderSettings, workers: int, builder_factory,
                 tally: _Tally, bar):
-    """Encode batches (in order) and append them to the builder, which is created with the first batch."""
+    """Encode batches and append them, in input order, to the builder (created before the first write)."""
     builder = None
 
     def write(result):
@@ -250,10 +257,12 @@ def _encode_all(batches: Iterator[list[str]], settings: EncoderSettings, workers
             if pool is None:  # started only once the first batch is read: bad input fails before any spawn
                 pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
                                            initializer=init_worker, initargs=(settings, os.getpid()))
-                builder = builder_factory()
             in_flight.append(pool.submit(encode_in_worker, batch))
-            while len(in_flight) >= 2 * workers:
+            # Before the first write, read ahead so the workers encode while megatron-core is being imported.
+            while len(in_flight) >= (2 * workers if builder else PREFETCH_BATCHES_PER_WORKER * workers):
+                builder = builder or builder_factory()
                 write(in_flight.popleft().result())
+        builder = builder or builder_factory()
         while in_flight:
             write(in_flight.popleft().result())
     finally:

@@ -126,7 +126,8 @@ def test_missing_inputs_and_unknown_names_fail_before_work(tmp_path, tokenizer_d
 
 
 def _kill_midway(tmp_path, tokenizer_dir, sig) -> tuple[int, str]:
-    """Start the CLI on a FIFO it blocks on after writing its first batch, wait for its temporary output, signal it."""
+    """Start the CLI on a FIFO it blocks on after writing its first batches, wait for its temporary output, signal
+    it."""
     fifo = tmp_path / "stream.jsonl"
     os.mkfifo(fifo)
     proc = start_cli("tokenize", "--corpus", "jsonl", "--data-files", fifo, "--tokenizer", tokenizer_dir,
@@ -140,7 +141,7 @@ def _kill_midway(tmp_path, tokenizer_dir, sig) -> tuple[int, str]:
                 writer = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
             except OSError:
                 time.sleep(0.05)
-        os.write(writer, "".join(f'{{"text": "doc {i}"}}\n' for i in range(6)).encode())
+        os.write(writer, "".join(f'{{"text": "doc {i}"}}\n' for i in range(100)).encode())  # > the read-ahead
         while not list((tmp_path / "out").glob("c.tmp-*.bin")):
             assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
             time.sleep(0.05)

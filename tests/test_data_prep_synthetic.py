@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 from collections import Counter
 
 import pytest
-from data_prep_fixtures import cli_env, run_cli
+from data_prep_fixtures import run_cli
 
 from data_prep.questions import load_questions_spec
 from data_prep.synthetic import SyntheticConfig, generate, make_synthetic_dataset
@@ -102,7 +100,7 @@ def test_pretraining_answers_are_boxed_by_style(dataset):
         assert solution.rstrip(".}").endswith(answer)
 
 
-def test_tokenizer_is_loadable_offline_with_specials_and_single_digit_tokens(dataset):
+def test_tokenizer_has_specials_single_digit_tokens_and_short_responses(dataset):
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(str(dataset.tokenizer))
@@ -119,11 +117,6 @@ def test_tokenizer_is_loadable_offline_with_specials_and_single_digit_tokens(dat
         assert tok(row["text"])["input_ids"][: len(tok(question)["input_ids"])] == tok(question)["input_ids"]
         lengths.append(len(ids) - len(tok(question)["input_ids"]) + 1)  # response tokens, EOS included
     assert 10 <= min(lengths) and max(lengths) <= 45
-
-    code = (f"from transformers import AutoTokenizer; t = AutoTokenizer.from_pretrained({str(dataset.tokenizer)!r}); "
-            "print(t('What is 2 + 3?')['input_ids'])")
-    out = subprocess.run([sys.executable, "-c", code], env=cli_env(), capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0 and json.loads(out.stdout) == tok("What is 2 + 3?")["input_ids"], out.stderr
 
 
 def test_rl_files_load_as_question_sets(dataset):
@@ -165,6 +158,7 @@ def test_too_many_questions_for_a_level_is_a_clear_error():
 
 
 def test_cli_generates_then_does_nothing(tmp_path):
+    """Runs with HF_HUB_OFFLINE=1; generation reloads the saved tokenizer with AutoTokenizer before committing it."""
     args = ("synthetic", "--out", tmp_path / "d", "--seed", "1", "--num-pretrain-docs", "200",
             "--num-train-questions", "50", "--num-test-questions", "25", "--vocab-size", "512")
     first = run_cli(*args)
