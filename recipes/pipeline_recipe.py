@@ -59,8 +59,8 @@ def tiny_cpu() -> PipelineRecipe:
     recipe.stage1.schedule.train_iters = 300
     recipe.stage2 = RLConfig(
         template="none", generator="auto", questions_per_step=16, group_size=8, max_new_tokens=48,
-        max_prompt_tokens=64, lr=2e-5, bf16=False, micro_batch_size=16, steps=80, eval_every=20,
-        eval_max_questions=250, checkpoint_every=20, log_generations=-1,
+        max_prompt_tokens=64, lr=1e-4, bf16=False, micro_batch_size=16, steps=40, eval_every=20,
+        eval_max_questions=100, checkpoint_every=20, log_generations=-1,
     )
     recipe.eval = EvalTask(max_new_tokens=48, backend="vllm")
     return recipe

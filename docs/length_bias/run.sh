@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# The paper's length finding at tiny scale (arXiv 2503.20783, Sec. 3): from the same stage-one model, seed and
+# budget, GRPO (per-response token mean + per-question std normalisation) vs Dr. GRPO (token sum / constant
+# budget, no std). The paper reports that GRPO grows the length of incorrect responses more.
+#
+#   bash docs/length_bias/run.sh STAGE1_HF_DIR DATA_DIR [OUT_DIR]
+#     STAGE1_HF_DIR  stage one's HF export (the tiny pipeline's outputs/tiny_pipeline/stage1/hf)
+#     DATA_DIR       the synthetic data (outputs/tiny_pipeline/data: rl_train.jsonl, rl_test.jsonl)
+# Writes OUT_DIR/{grpo,drgrpo}/ (default /tmp/length_bias) and, here, curves.png + results.md.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+MODEL=${1:?stage-one HF dir}
+DATA=${2:?data dir}
+OUT=${3:-/tmp/length_bias}
+STEPS=${STEPS:-100}
+SEED=${SEED:-7}
+PY=${PYTHON:-.venv/bin/python}
+COMMON=(model_dir="$MODEL" train_questions="$DATA/rl_train.jsonl" test_questions="$DATA/rl_test.jsonl"
+        eval_max_questions=100 template=none generator=vllm questions_per_step=16 group_size=8 max_new_tokens=96
+        max_prompt_tokens=64 lr=1e-4 bf16=false micro_batch_size=16 steps="$STEPS" eval_every=25
+        checkpoint_every=1000 log_generations=-1 seed="$SEED")
+for variant in grpo drgrpo; do
+  if [ "$variant" = grpo ]; then algo=(aggregation=grpo std_normalize=true); else algo=(aggregation=dr_grpo std_normalize=false); fi
+  "$PY" -m torch.distributed.run --standalone --nproc_per_node 2 -m pipeline.rl "${COMMON[@]}" "${algo[@]}" \
+    output_dir="$OUT/$variant"
+done
+"$PY" -m pipeline.eval plot --run-dir "$OUT/grpo" --run-dir "$OUT/drgrpo" --label GRPO --label "Dr. GRPO" \
+  --smooth 5 --out docs/length_bias
+"$PY" docs/length_bias/summarize.py "$OUT/grpo" "$OUT/drgrpo" > docs/length_bias/results.md
+cat docs/length_bias/results.md
