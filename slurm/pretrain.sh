@@ -1,0 +1,115 @@
+#!/usr/bin/env bash
+# Stage one (continued math pretraining) on SLURM: one srun task per node runs torchrun, the torchruns
+# rendezvous (c10d) on the first node of the allocation and start NPROC_PER_NODE ranks of
+# `python -m pipeline.pretrain` each. The run ends with OUTPUT_DIR/hf (Hugging Face export, stage two's input).
+#
+#   sbatch slurm/pretrain.sh                                              # from the repository root
+#   CONFIG=configs/pretrain.json MODEL_DIR=/models/Llama-3.2-3B OUTPUT_DIR=/ckpt/stage1 sbatch --nodes=4 slurm/pretrain.sh
+#   CONTAINER_IMAGE=/images/r1zero.sqsh CONTAINER_MOUNTS=/data:/data,/ckpt:/ckpt sbatch slurm/pretrain.sh
+#   EXTRA_ARGS="schedule.train_iters=2000 parallel.tp=2" sbatch slurm/pretrain.sh   # dotted.key=value overrides
+#
+# Every knob below is an environment variable (sbatch passes the submitting shell's environment to the job);
+# the #SBATCH lines are A100-node defaults that sbatch command-line options override.
+#
+# Time limits and preemption: SLURM sends USR1 to this batch shell TIME_LIMIT - 300 s (--signal=B:USR1@300).
+# The shell forwards it to the job step, whose ranks finish the current training step, save a checkpoint and exit 0;
+# then the shell requeues the job (REQUEUE_ON_USR1=1), which resumes from that checkpoint. On preemption or
+# `scontrol requeue` SLURM sends TERM to every process itself, and the ranks do the same within KillWait.
+# Resuming needs a stable OUTPUT_DIR: the default contains the job id, which a requeue keeps.
+#
+# Knobs (default):
+#   REPO_DIR         $SLURM_SUBMIT_DIR     repository root (submit from it, or set this)
+#   CONFIG           (none)                JSON file of PretrainConfig (pipeline/pretrain_config.py); none: defaults
+#   OUTPUT_DIR       $REPO_DIR/runs/$SLURM_JOB_NAME-$SLURM_JOB_ID     -> output_dir=
+#   MODEL_DIR        (config's)            HF Llama directory to continue from -> model.hf_dir=
+#   EXTRA_ARGS       (none)                more dotted.key=value overrides, whitespace-separated (no spaces inside)
+#   LOG_DIR          $OUTPUT_DIR/logs/$SLURM_JOB_ID   per-rank logs of this job (torchrun --log-dir)
+#   GPUS_PER_NODE    $SLURM_GPUS_ON_NODE, else 8  GPUs per node (allocate with sbatch --gpus-per-node=N)
+#   NPROC_PER_NODE   $GPUS_PER_NODE         ranks per node (set it on CPU nodes: sbatch --gpus-per-node=0)
+#   MASTER_PORT      29500 + job id % 10000  c10d rendezvous port on the first node
+#   CONTAINER_IMAGE  (none)                run in this pyxis/enroot image (srun --container-image)
+#   CONTAINER_MOUNTS $REPO_DIR:$REPO_DIR    srun --container-mounts (add data and checkpoint dirs)
+#   VENV             $REPO_DIR/.venv       virtualenv whose python runs the job (without a container)
+#   PYTHON           $VENV/bin/python, or `python` in a container (or when there is no $VENV)
+#   SRUN_ARGS        (none)                extra srun options, whitespace-separated
+#   SHUTDOWN_TIMEOUT 600                   seconds torchrun waits for ranks to exit after TERM
+#   REQUEUE_ON_USR1  1                     requeue after a USR1-triggered clean exit (0: just exit)
+#   DRY_RUN          0                     1: print the srun command and exit
+#
+#SBATCH --job-name=pretrain
+#SBATCH --nodes=1
+#SBATCH --ntasks-per-node=1
+#SBATCH --gpus-per-node=8
+#SBATCH --cpus-per-task=64
+#SBATCH --mem=0
+#SBATCH --exclusive
+#SBATCH --time=04:00:00
+#SBATCH --signal=B:USR1@300
+#SBATCH --requeue
+#SBATCH --open-mode=append
+#SBATCH --output=%x-%j.log
+set -euo pipefail
+
+: "${SLURM_JOB_ID:?run this through sbatch (sbatch slurm/pretrain.sh)}"
+REPO_DIR=${REPO_DIR:-$SLURM_SUBMIT_DIR}
+CONFIG=${CONFIG:-}
+OUTPUT_DIR=${OUTPUT_DIR:-$REPO_DIR/runs/$SLURM_JOB_NAME-$SLURM_JOB_ID}
+MODEL_DIR=${MODEL_DIR:-}
+EXTRA_ARGS=${EXTRA_ARGS:-}
+LOG_DIR=${LOG_DIR:-$OUTPUT_DIR/logs/$SLURM_JOB_ID}
+GPUS_PER_NODE=${GPUS_PER_NODE:-${SLURM_GPUS_ON_NODE:-8}}
+NPROC_PER_NODE=${NPROC_PER_NODE:-$GPUS_PER_NODE}
+MASTER_PORT=${MASTER_PORT:-$((29500 + SLURM_JOB_ID % 10000))}
+CONTAINER_IMAGE=${CONTAINER_IMAGE:-}
+CONTAINER_MOUNTS=${CONTAINER_MOUNTS:-$REPO_DIR:$REPO_DIR}
+VENV=${VENV:-$REPO_DIR/.venv}
+if [ -n "$CONTAINER_IMAGE" ] || [ ! -x "$VENV/bin/python" ]; then PYTHON=${PYTHON:-python}; else PYTHON=${PYTHON:-$VENV/bin/python}; fi
+SRUN_ARGS=${SRUN_ARGS:-}
+export TORCH_ELASTIC_SHUTDOWN_TIMEOUT=${SHUTDOWN_TIMEOUT:-600}
+REQUEUE_ON_USR1=${REQUEUE_ON_USR1:-1}
+DRY_RUN=${DRY_RUN:-0}
+
+[ -d "$REPO_DIR/pipeline" ] || { echo "REPO_DIR=$REPO_DIR is not the repository root: submit from it or set REPO_DIR" >&2; exit 2; }
+[ "$NPROC_PER_NODE" -gt 0 ] || { echo "no GPUs in the allocation: set NPROC_PER_NODE (ranks per node)" >&2; exit 2; }
+MASTER_ADDR=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)
+NNODES=${SLURM_JOB_NUM_NODES:-1}
+
+launch=(srun --label --kill-on-bad-exit=1 --nodes="$NNODES" --ntasks-per-node=1 --chdir="$REPO_DIR")
+# srun stopped inheriting sbatch's --cpus-per-task in SLURM 22.05
+[ -n "${SLURM_CPUS_PER_TASK:-}" ] && launch+=(--cpus-per-task="$SLURM_CPUS_PER_TASK")
+[ -n "$CONTAINER_IMAGE" ] && launch+=(--container-image="$CONTAINER_IMAGE" --container-mounts="$CONTAINER_MOUNTS"
+                                      --container-workdir="$REPO_DIR")
+read -ra srun_extra <<<"$SRUN_ARGS"
+launch+=("${srun_extra[@]}")
+# torchrun would die on USR1 (the default action) and take the ranks with it, so it ignores USR1; the ranks
+# install their own handler (which replaces the inherited SIG_IGN) and get USR1 from SLURM directly.
+launch+=(bash -c 'trap "" USR1; exec "$@"' torchrun
+         "$PYTHON" -m torch.distributed.run --nnodes="$NNODES" --nproc-per-node="$NPROC_PER_NODE"
+         --rdzv-backend=c10d --rdzv-endpoint="$MASTER_ADDR:$MASTER_PORT" --rdzv-id="$SLURM_JOB_ID"
+         --log-dir="$LOG_DIR" --tee=3
+         -m pipeline.pretrain)
+[ -n "$CONFIG" ] && launch+=(--config "$CONFIG")
+launch+=("output_dir=$OUTPUT_DIR")
+[ -n "$MODEL_DIR" ] && launch+=("model.hf_dir=$MODEL_DIR")
+read -ra extra <<<"$EXTRA_ARGS"
+launch+=("${extra[@]}")
+
+echo "[pretrain.sh] job $SLURM_JOB_ID restart ${SLURM_RESTART_COUNT:-0} on $NNODES node(s) x $NPROC_PER_NODE ranks," \
+     "rendezvous $MASTER_ADDR:$MASTER_PORT, output $OUTPUT_DIR, logs $LOG_DIR"
+echo "[pretrain.sh] $(printf '%q ' "${launch[@]}")"
+[ "$DRY_RUN" = 1 ] && exit 0
+mkdir -p "$OUTPUT_DIR" "$LOG_DIR"
+
+got_signal=""
+trap 'got_signal=USR1; echo "[pretrain.sh] USR1: asking the ranks to checkpoint and exit"; scancel --signal=USR1 "$SLURM_JOB_ID"' USR1
+trap 'got_signal=TERM; echo "[pretrain.sh] TERM: waiting for the ranks to checkpoint and exit"' TERM
+"${launch[@]}" &
+step=$!
+while kill -0 "$step" 2>/dev/null; do wait "$step" || true; done # a trap interrupts wait; keep waiting
+wait "$step" && rc=0 || rc=$?
+echo "[pretrain.sh] srun exited with $rc"
+if [ "$got_signal" = USR1 ] && [ "$rc" = 0 ] && [ "$REQUEUE_ON_USR1" = 1 ]; then
+  echo "[pretrain.sh] requeueing job $SLURM_JOB_ID to continue from the checkpoint"
+  scontrol requeue "$SLURM_JOB_ID"
+fi
+exit "$rc"
