@@ -100,7 +100,7 @@ def build_gpt_datasets(
         reset_position_ids=False, reset_attention_mask=reset_attention_mask, eod_mask_loss=eod_mask_loss,
         create_attention_mask=reset_attention_mask, mid_level_dataset_surplus=0.005, **blends,
     )
-    sizes = [train_samples, valid_samples, None]
+    sizes = [train_samples, valid_samples, 0]  # weighted blends need every size; split "x,y,0" builds no test set
     train, valid, _ = BlendedMegatronDatasetBuilder(GPTDataset, sizes, lambda: True, config).build()
     if dist.is_initialized():
         dist.barrier()
