@@ -118,7 +118,8 @@ def microbatches(dataset, first_sample: int, *, micro_batch_size: int, num_micro
     for j in range(num_microbatches):
         start = first_sample + j * micro_batch_size * dp + dp_rank * micro_batch_size
         samples = [dataset[i] for i in range(start, start + micro_batch_size)]
-        batch = {k: torch.stack([s[k] for s in samples]) for k in samples[0]}
+        # a BlendedDataset adds a numpy "dataset_id" to each sample
+        batch = {k: torch.stack([torch.as_tensor(s[k]) for s in samples]) for k in samples[0]}
         if "attention_mask" in batch:  # [b, 1, s, s] True where attention is masked (Megatron's convention)
             batch["attention_mask"] = batch["attention_mask"].bool()
         out.append(batch)
