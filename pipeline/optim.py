@@ -4,7 +4,7 @@
 `build_optimizer` returns Megatron's optimizer (`get_megatron_optimizer`: fp32 on CPU, bf16 params with fp32
 master weights on GPU, the distributed optimizer when asked) and `build_scheduler` Megatron's
 `OptimizerParamScheduler` counted in optimizer steps. `optimizer_sharded_state_dict` gives the optimizer's
-part of a distributed checkpoint in a format that reshards across TP / PP / DP.
+part of a distributed checkpoint.
 """
 
 from dataclasses import dataclass
@@ -89,7 +89,61 @@ def current_lr(optimizer) -> float:
     return float(optimizer.param_groups[0]["lr"])
 
 
-def optimizer_sharded_state_dict(optimizer, model_sharded_state_dict: dict, *, is_loading: bool) -> dict:
-    """The optimizer's sharded state; model-space sharding, so it reshards across TP, PP and DP."""
-    metadata = {"distrib_optim_sharding_type": "fully_sharded_model_space"}
+def checkpoint_format(optimizer, want_reshardable: bool) -> str:
+    """How `optimizer`'s state goes into a checkpoint: 'model_space' (Megatron's plain optimizers: reshards across
+    TP, PP and DP), or for the distributed optimizer 'fully_reshardable' (gathered over DP on DP rank 0; any layout)
+    or 'dp_reshardable' (each rank writes its shard; same TP / PP, any DP). Megatron-core 0.16 cannot load
+    fully_reshardable into torch's Adam (no TE / Apex, i.e. CPU: KeyError 'step'), so there it is dp_reshardable."""
+    from megatron.core.optimizer.distrib_optimizer import HAVE_APEX_OR_TE, DistributedOptimizer
+
+    chained = getattr(optimizer, "chained_optimizers", [optimizer])
+    if not any(isinstance(opt, DistributedOptimizer) for opt in chained):
+        return "model_space"
+    return "fully_reshardable" if want_reshardable and HAVE_APEX_OR_TE else "dp_reshardable"
+
+
+def optimizer_sharded_state_dict(optimizer, model_sharded_state_dict: dict, *, is_loading: bool,
+                                 fmt: str = "model_space") -> dict:
+    """The optimizer's part of a distributed checkpoint in format `fmt` (see `checkpoint_format`; a load must ask
+    for the format the checkpoint was saved in)."""
+    metadata = {"distrib_optim_sharding_type": "dp_reshardable" if fmt == "dp_reshardable" else "fully_reshardable",
+                "distrib_optim_fully_reshardable_mem_efficient": True}
+    if is_loading:
+        _init_distributed_optimizer_state(optimizer)
     return optimizer.sharded_state_dict(model_sharded_state_dict, is_loading=is_loading, metadata=metadata)
+
+
+def _init_distributed_optimizer_state(optimizer) -> None:
+    """Megatron-core 0.16's DistributedOptimizer.state_dict() asserts when torch's Adam (no TE / Apex: CPU) has no
+    state yet, which is exactly the optimizer a resume loads into. Give it Adam's zero state and step 0 (Megatron's
+    init_state_fn plus 'step'); the checkpoint overwrites all of it."""
+    from megatron.core.optimizer.distrib_optimizer import HAVE_APEX_OR_TE, DistributedOptimizer
+
+    for opt in getattr(optimizer, "chained_optimizers", [optimizer]):
+        if HAVE_APEX_OR_TE or not isinstance(opt, DistributedOptimizer):
+            continue
+        for group in opt.optimizer.param_groups:
+            for p in group["params"]:
+                state = opt.optimizer.state[p]
+                if not state:
+                    state["exp_avg"] = torch.zeros_like(p.data)
+                    state["exp_avg_sq"] = torch.zeros_like(p.data)
+                    state["step"] = torch.zeros((), dtype=torch.float32)
+
+
+def finish_loading(optimizer) -> None:
+    """After `optimizer.load_state_dict(...)`. On torch's Adam (no TE / Apex: CPU) megatron-core 0.16's
+    DistributedOptimizer keeps the true step count only in the param groups: the per-parameter 'step' tensors
+    end up shared by all parameters (Adam then increments one tensor once per parameter) or copied from the
+    placeholder state the load started from. Give each parameter its own step from its group."""
+    from megatron.core.optimizer.distrib_optimizer import HAVE_APEX_OR_TE, DistributedOptimizer
+
+    for opt in getattr(optimizer, "chained_optimizers", [optimizer]):
+        if not HAVE_APEX_OR_TE and isinstance(opt, DistributedOptimizer):
+            for group in opt.optimizer.param_groups:
+                if "step" not in group:
+                    continue
+                for p in group["params"]:
+                    state = opt.optimizer.state[p]
+                    if "step" in state:
+                        state["step"] = torch.tensor(float(group["step"]), dtype=torch.float32)

@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from pipeline.pretrain_config import PretrainConfig, ResolvedModel, flag
+from pipeline.pretrain_config import PretrainConfig, ResolvedModel, flag, resume_incompatibility
 
 
 def run_pretrain(cfg: PretrainConfig) -> Path:
@@ -98,7 +98,7 @@ class Trainer:
         resume = self._resume_path()
         if resume is None:
             self._init_weights(model)
-        dist_opt = flag(cfg.parallel.use_distributed_optimizer, on_gpu and layout.dp > 1)
+        dist_opt = self.distributed_optimizer = flag(cfg.parallel.use_distributed_optimizer, on_gpu and layout.dp > 1)
         self.model = wrap_with_ddp(model, use_distributed_optimizer=dist_opt,
                                    overlap_grad_reduce=flag(cfg.parallel.overlap_grad_reduce, on_gpu))
         self.optimizer = build_optimizer([self.model], cfg.optim, dtype=self.dtype, use_distributed_optimizer=dist_opt)
@@ -107,6 +107,7 @@ class Trainer:
         if resume is not None:
             self._load(resume)
         self.train_ds, self.valid_ds = self._datasets()
+        self.evaluating = self.valid_ds is not None and cfg.schedule.eval_interval > 0 and cfg.schedule.eval_iters > 0
         self.metrics = MetricsWriter(self.out, enabled=layout.is_main, resume_step=self.iteration + 1 if self.iteration else 0)
         self.flops_per_token = llama_train_flops_per_token(hf_config, cfg.data.seq_length,
                                                            padded_vocab_size(hf_config.vocab_size, layout.tp))
@@ -238,7 +239,7 @@ class Trainer:
 
     # ---- checkpoints -----------------------------------------------------------------------------------------
 
-    def _sharded_state_dict(self, is_loading: bool, with_rng: bool) -> dict:
+    def _sharded_state_dict(self, is_loading: bool, with_rng: bool, fmt: str) -> dict:
         from megatron_ext.llama import unwrap_model
         from megatron_ext.training import rng_sharded_object
         from pipeline.optim import optimizer_sharded_state_dict
@@ -246,23 +247,27 @@ class Trainer:
         # The bare GPTModel's keys (no DDP "module." prefix): the layout megatron_ext.convert reads and writes.
         model_sd = unwrap_model(self.model).sharded_state_dict()
         sd = {"model": model_sd,
-              "optimizer": optimizer_sharded_state_dict(self.optimizer, model_sd, is_loading=is_loading)}
+              "optimizer": optimizer_sharded_state_dict(self.optimizer, model_sd, is_loading=is_loading, fmt=fmt)}
         if with_rng:
             sd["rng_state"] = rng_sharded_object(self.layout)
         return sd
 
     def save(self) -> Path:
         from megatron_ext.checkpoint import save_checkpoint
+        from pipeline.optim import checkpoint_format
 
         layout = self.layout
+        fmt = checkpoint_format(self.optimizer, self.cfg.checkpoint.reshardable_optimizer)
         trainer_state = {"consumed_train_samples": self.consumed, "scheduler": self.scheduler.state_dict(),
-                         "layout": {"tp": layout.tp, "pp": layout.pp, "dp": layout.dp}, "config": self.cfg.to_dict()}
-        path = save_checkpoint(self.ckpt_root, self.iteration, self._sharded_state_dict(False, True),
+                         "layout": {"tp": layout.tp, "pp": layout.pp, "dp": layout.dp}, "optimizer_format": fmt,
+                         "config": self.cfg.to_dict()}
+        path = save_checkpoint(self.ckpt_root, self.iteration, self._sharded_state_dict(False, True, fmt),
                                hf_config=self.resolved.hf_config, tokenizer_dir=self.resolved.tokenizer_dir,
                                trainer_state=trainer_state, keep_last=self.cfg.checkpoint.keep_last or None)
         self._log(f"saved {path}")
         return path
 
+    @torch.no_grad()  # the distributed optimizer copies into views of leaf parameters
     def _load(self, path: Path) -> None:
         from megatron.core.dist_checkpointing.core import CheckpointingException
         from torch.distributed.checkpoint.api import CheckpointException  # a BaseException, not an Exception
@@ -270,11 +275,16 @@ class Trainer:
         from megatron_ext.checkpoint import load_checkpoint
         from megatron_ext.llama import unwrap_model
         from megatron_ext.training import set_rng_state
+        from pipeline.optim import finish_loading
 
         saved = json.loads((path / "trainer_state.json").read_text())
         same_layout = saved.get("layout") == {"tp": self.layout.tp, "pp": self.layout.pp, "dp": self.layout.dp}
+        problem = resume_incompatibility(saved, self.layout.tp, self.layout.pp, self.distributed_optimizer)
+        if problem:
+            raise ValueError(f"checkpoint {path}: {problem}")
         try:
-            state, trainer_state = load_checkpoint(path, self._sharded_state_dict(True, same_layout))
+            state, trainer_state = load_checkpoint(path, self._sharded_state_dict(True, same_layout,
+                                                                           saved.get("optimizer_format", "model_space")))
         except (CheckpointingException, CheckpointException, RuntimeError, OSError, EOFError, KeyError) as e:
             raise ValueError(f"checkpoint {path} could not be read ({type(e).__name__}: {e}); it is corrupt or "
                              "was written by another model: delete it or resume from an earlier iter_*") from e
@@ -282,6 +292,7 @@ class Trainer:
         missing = [k for k in missing if not k.endswith("_extra_state")]
         assert not missing and not unexpected, (missing, unexpected)
         self.optimizer.load_state_dict(state["optimizer"])
+        finish_loading(self.optimizer)
         self.scheduler.load_state_dict(trainer_state["scheduler"])
         if same_layout:
             set_rng_state(state["rng_state"])
@@ -293,39 +304,22 @@ class Trainer:
     # ---- the loop --------------------------------------------------------------------------------------------
 
     def train(self) -> Path:
+        """The loop: returns OUT/hf when done, or the checkpoint saved when asked to stop early."""
         from tqdm import tqdm
 
         from megatron_ext.weights import save_hf_checkpoint
 
-        cfg, s = self.cfg, self.cfg.schedule
-        evaluating = self.valid_ds is not None and s.eval_interval > 0 and s.eval_iters > 0
-        tokens_per_step = s.global_batch_size * cfg.data.seq_length
-        if self.iteration == 0 and evaluating:
+        s = self.cfg.schedule
+        if self.iteration == 0 and self.evaluating:
             self.metrics.log(0, self.evaluate())
         bar = tqdm(total=s.train_iters, initial=self.iteration, desc="pretrain", dynamic_ncols=True,
-                   disable=not (self.layout.is_main and cfg.logging.progress_bar))
+                   disable=not (self.layout.is_main and self.cfg.logging.progress_bar))
         while self.iteration < s.train_iters:
-            t0 = time.perf_counter()
-            record = self.train_step()
-            elapsed = time.perf_counter() - t0
-            record["train/tokens_per_s"] = tokens_per_step / elapsed
-            record["train/mfu"] = self.flops_per_token * tokens_per_step / elapsed / self.peak_flops
-            record["train/step_time_s"] = elapsed
-            if evaluating and (self.iteration % s.eval_interval == 0 or self.iteration == s.train_iters):
-                record.update(self.evaluate())
-            if self.iteration % cfg.logging.log_interval == 0 or "val/loss" in record:
-                self.metrics.log(self.iteration, record)
-            bar.update(1)
-            bar.set_postfix(loss=f"{record['train/loss']:.3f}", lr=f"{record['train/lr']:.2e}",
-                            tok_s=f"{record['train/tokens_per_s']:.0f}")
-            stop = self.exit_handler.should_exit(also=self.deadline is not None and time.time() > self.deadline)
-            interval = cfg.checkpoint.interval
-            if (interval and self.iteration % interval == 0) or self.iteration == s.train_iters or stop:
-                path = self.save()
+            saved, stop = self.iterate(bar)
             if stop and self.iteration < s.train_iters:
                 bar.close()
-                self._log(f"exit requested (signal or exit_duration_min): checkpoint {path.name} saved, exiting")
-                return path
+                self._log(f"exit requested (signal or exit_duration_min): checkpoint {saved.name} saved, exiting")
+                return saved
         bar.close()
         save_hf_checkpoint(self.model, self.out / "hf", tokenizer_dir=self.resolved.tokenizer_dir)
         if self.layout.is_main:
@@ -333,6 +327,31 @@ class Trainer:
         dist.barrier()
         self._log(f"done: {self.iteration} steps; metrics {self.out / 'metrics.jsonl'}; model {self.out / 'hf'}")
         return self.out / "hf"
+
+    def iterate(self, bar) -> tuple[Path | None, bool]:
+        """One pass of the loop body: step, metrics, validation, progress, exit check, checkpoint.
+        Returns (checkpoint saved or None, whether to stop)."""
+        cfg, s = self.cfg, self.cfg.schedule
+        tokens_per_step = s.global_batch_size * cfg.data.seq_length
+        t0 = time.perf_counter()
+        record = self.train_step()
+        elapsed = time.perf_counter() - t0
+        record["train/tokens_per_s"] = tokens_per_step / elapsed
+        record["train/mfu"] = self.flops_per_token * tokens_per_step / elapsed / self.peak_flops
+        record["train/step_time_s"] = elapsed
+        if self.evaluating and (self.iteration % s.eval_interval == 0 or self.iteration == s.train_iters):
+            record.update(self.evaluate())
+        if self.iteration % cfg.logging.log_interval == 0 or "val/loss" in record:
+            self.metrics.log(self.iteration, record)
+        bar.update(1)
+        bar.set_postfix(loss=f"{record['train/loss']:.3f}", lr=f"{record['train/lr']:.2e}",
+                        tok_s=f"{record['train/tokens_per_s']:.0f}", refresh=False)
+        stop = self.exit_handler.should_exit(also=self.deadline is not None and time.time() > self.deadline)
+        interval = cfg.checkpoint.interval
+        saved = None
+        if (interval and self.iteration % interval == 0) or self.iteration == s.train_iters or stop:
+            saved = self.save()
+        return saved, stop
 
     def close(self) -> None:
         self.metrics.close()

@@ -88,6 +88,10 @@ class CheckpointConfig:
     """Keep this many newest checkpoints (0: keep all)."""
     resume_from: str = ""
     """Resume from this iter_* directory (or a root of them); empty: the newest complete one in OUTPUT_DIR/checkpoints."""
+    reshardable_optimizer: bool = True
+    """Distributed optimizer only: save its state resumable at any TP/PP/DP (gathered on DP rank 0, needs host memory
+    for one model-parallel shard's fp32 state); false: each rank writes its own shard (faster; same TP/PP, any DP).
+    Without transformer-engine / Apex (CPU) it is always per rank: megatron-core 0.16 cannot load the other there."""
 
 
 @dataclass
@@ -211,7 +215,12 @@ class PretrainConfig:
                 raise ValueError(f"data.split={d.split!r} leaves no validation documents: give the second share a "
                                  "weight (e.g. '98,2,0'), set data.valid_blend, or schedule.eval_interval=0")
         if self.checkpoint.resume_from:
-            explicit_checkpoint(self.checkpoint.resume_from)
+            path = explicit_checkpoint(self.checkpoint.resume_from)
+            saved = json.loads((path / "trainer_state.json").read_text())
+            distopt = flag(p.use_distributed_optimizer, _cuda() and dp > 1)
+            problem = resume_incompatibility(saved, p.tp, p.pp, distopt)
+            if problem:
+                raise ValueError(f"checkpoint {path}: {problem}")
         return resolve_model(self, p.tp, p.pp)
 
 
@@ -282,6 +291,21 @@ def explicit_checkpoint(resume_from: str) -> Path:
     if latest is None:
         raise ValueError(f"checkpoint.resume_from={resume_from!r} holds no complete iter_* checkpoint")
     return latest
+
+
+def resume_incompatibility(saved_trainer_state: dict, tp: int, pp: int, distributed_optimizer: bool) -> str | None:
+    """Why a checkpoint (its trainer_state.json) cannot be resumed at this layout, or None when it can."""
+    fmt = saved_trainer_state.get("optimizer_format", "model_space")
+    layout = saved_trainer_state.get("layout", {})
+    if (fmt != "model_space") != distributed_optimizer:
+        want = "true" if fmt != "model_space" else "false"
+        return (f"it was saved {'with' if want == 'true' else 'without'} the distributed optimizer, whose state "
+                f"format differs: set parallel.use_distributed_optimizer={want}")
+    if fmt == "dp_reshardable" and (layout.get("tp"), layout.get("pp")) != (tp, pp):
+        return (f"its distributed-optimizer state was saved per rank at tp={layout.get('tp')} pp={layout.get('pp')} "
+                f"(dp_reshardable): resume at that tp/pp (any DP), or save with checkpoint.reshardable_optimizer=true "
+                "on GPU")
+    return None
 
 
 def flag(value: str, auto: bool) -> bool:

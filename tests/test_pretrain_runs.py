@@ -80,12 +80,41 @@ def test_tp2_matches_tp1(reference, tp2_run):
     assert losses(tp2_run, "val/loss") == pytest.approx(losses(reference, "val/loss"), abs=2e-5)
 
 
-@pytest.mark.parametrize("tp,pp", [(1, 2), (1, 1)], ids=["pp2", "dp2"])
-def test_pp2_and_dp2_match_tp1(corpus, reference, tmp_path, tp, pp):
+@pytest.fixture(scope="module")
+def dp2_distopt_run(corpus, tmp_path_factory):
+    """DP=2 with the distributed optimizer (the GPU default when DP > 1)."""
+    out = tmp_path_factory.mktemp("dp2") / "run"
+    _ok(run(2, _config(corpus, out, parallel={"use_distributed_optimizer": "true", "threads_per_rank": 1})))
+    return out
+
+
+def test_pp2_matches_tp1(corpus, reference, tmp_path):
     out = tmp_path / "run"
-    _ok(run(2, _config(corpus, out, parallel={"tp": tp, "pp": pp, "threads_per_rank": 1})))
+    _ok(run(2, _config(corpus, out, parallel={"pp": 2, "threads_per_rank": 1})))
     assert losses(out) == pytest.approx(losses(reference), abs=2e-5)
     assert losses(out, "val/loss") == pytest.approx(losses(reference, "val/loss"), abs=2e-5)
+
+
+def test_dp2_with_distributed_optimizer_matches_tp1(reference, dp2_distopt_run):
+    assert losses(dp2_distopt_run) == pytest.approx(losses(reference), abs=2e-5)
+    assert losses(dp2_distopt_run, "val/loss") == pytest.approx(losses(reference, "val/loss"), abs=2e-5)
+
+
+def test_distributed_optimizer_checkpoint_resumes_at_another_dp(corpus, reference, dp2_distopt_run, tmp_path):
+    from pipeline.pretrain_config import PretrainConfig
+
+    saved = dp2_distopt_run / "checkpoints" / "iter_0000004"
+    out = tmp_path / "run"
+    text = _ok(run(1, _config(corpus, out, parallel={"use_distributed_optimizer": "true"}), "--resume-from", str(saved)))
+    assert "resharded from {'tp': 1, 'pp': 1, 'dp': 2}" in text
+    assert losses(out) == pytest.approx(losses(reference)[4:], abs=2e-5)
+    # per-rank (dp_reshardable) optimizer state: refused before launch at another TP or without the distributed optimizer
+    for parallel, message in [({"tp": 2, "use_distributed_optimizer": "true"}, "resume at that tp/pp"),
+                              ({}, "set parallel.use_distributed_optimizer=true")]:
+        cfg = PretrainConfig.from_dict(tiny_run_config(corpus, tmp_path / "x", parallel=parallel,
+                                                       checkpoint={"resume_from": str(saved)}))
+        with pytest.raises(ValueError, match=re.escape(message)):
+            cfg.validate(world_size=2 if parallel else 1)
 
 
 def test_tp2_checkpoint_resumes_at_tp1(corpus, reference, tp2_run, tmp_path):
@@ -103,7 +132,12 @@ def test_kill_9_then_resume_is_bitwise_identical(corpus, reference, tmp_path):
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not (out / "DONE").exists(), f"the run finished before it was killed (at step {killed_at})"
+    newest = max((out / "checkpoints").glob("iter_???????"))
+    partial = out / "checkpoints" / "iter_0000099"  # a later save cut short: no COMPLETE marker
+    shutil.copytree(newest, partial)
+    (partial / "COMPLETE").unlink(missing_ok=True)
     text = _ok(run(1, config))
+    assert "skipping incomplete checkpoint(s)" in text and "'iter_0000099'" in text
     assert "resumed from" in text
     assert losses(out) == losses(reference)  # bitwise: same layout, same data position, same optimizer state
     assert losses(out, "val/loss") == losses(reference, "val/loss")
@@ -133,17 +167,6 @@ def test_finished_run_is_not_retrained(reference):
     text = _ok(run(1, reference.with_suffix(".json")))
     assert "already finished" in text
     assert (reference / "metrics.jsonl").read_text() == before
-
-
-def test_incomplete_newest_checkpoint_is_skipped(corpus, reference, tmp_path):
-    out = tmp_path / "run"
-    shutil.copytree(reference / "checkpoints", out / "checkpoints")
-    (out / "checkpoints" / "iter_0000006" / "COMPLETE").unlink()  # as if killed while writing it
-    shutil.copytree(out / "checkpoints" / "iter_0000004", out / "checkpoints" / "iter_0000008.tmp")
-    text = _ok(run(1, _config(corpus, out)))
-    assert "skipping incomplete checkpoint(s) ['iter_0000006'" in text
-    assert "resumed from" in text and "iter_0000004" in text
-    assert losses(out) == losses(reference)[4:]
 
 
 @pytest.mark.parametrize("damage", ["no_marker", "no_metadata"])
