@@ -46,12 +46,14 @@ def local(ranks: int = 0) -> run.LocalExecutor:
 
 @run.cli.factory
 @run.autoconvert
-def slurm(account: str = "", partition: str = "", nodes: int = 1, gpus_per_node: int = 8, time: str = "04:00:00",
-          container_image: str = "", container_mounts: list[str] = [], job_dir: str = "",
+def slurm(account: str = "", partition: str = "", nodes: int = 1, gpus_per_node: int = 8, ranks_per_node: int = 0,
+          time: str = "04:00:00", container_image: str = "", container_mounts: list[str] = [], job_dir: str = "",
           host: str = "", user: str = "", mem: str = "", env_vars: dict = {}) -> run.SlurmExecutor:
-    """A SLURM cluster (A100 nodes by default): submitted locally (LocalTunnel) or over SSH when `host` is set."""
+    """A SLURM cluster (8-GPU A100 nodes by default): submitted locally (LocalTunnel) or over SSH when `host` is
+    set. `ranks_per_node` defaults to `gpus_per_node` (set it, with gpus_per_node=0, on CPU-only nodes)."""
     tunnel = run.SSHTunnel(host=host, user=user, job_dir=job_dir) if host else run.LocalTunnel(job_dir=job_dir)
-    kwargs = dict(account=account or None, partition=partition or None, nodes=nodes, ntasks_per_node=gpus_per_node,
+    kwargs = dict(account=account or None, partition=partition or None, nodes=nodes,
+                  ntasks_per_node=ranks_per_node or gpus_per_node or 1,
                   gpus_per_node=gpus_per_node or None, time=time, tunnel=tunnel, packager=run.Packager(),
                   container_image=container_image or None, container_mounts=list(container_mounts),
                   env_vars=dict(env_vars), mem=mem or None)
@@ -66,7 +68,7 @@ def llama3b_math_then_drgrpo(ctx: run.cli.RunContext, recipe: PipelineRecipe = _
     global _completed
     executor = ctx.executor or run.LocalExecutor(ntasks_per_node=default_ranks(), launcher="torchrun")
     if isinstance(executor, run.SlurmExecutor):
-        recipe.ranks_per_node = executor.gpus_per_node or executor.ntasks_per_node or recipe.ranks_per_node
+        recipe.ranks_per_node = executor.ntasks_per_node or recipe.ranks_per_node
         recipe.nodes = executor.nodes
     else:
         recipe.ranks_per_node = executor.ntasks_per_node

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from conftest import REPO
+from slurm_cluster import slurm_cluster  # noqa: F401  (session fixture)
 
 RECIPE = REPO / "recipes" / "llama3b_math_then_drgrpo.py"
 
@@ -77,3 +78,27 @@ def test_failing_task_exits_nonzero_and_stops_dependents(tmp_path):
     assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "FAILED" in proc.stderr and "data" in proc.stderr
     assert not (tmp_path / "out" / "stage1").exists()  # stage one never ran
+
+
+FAST = ("recipe.data.num_pretrain_docs=2000", "recipe.data.num_train_questions=64", "recipe.data.num_test_questions=16",
+        "recipe.stage1.schedule.train_iters=12", "recipe.stage1.schedule.eval_interval=6",
+        "recipe.stage1.optim.warmup_iters=2", "recipe.stage2.steps=2", "recipe.stage2.questions_per_step=4",
+        "recipe.stage2.group_size=4", "recipe.stage2.micro_batch_size=8", "recipe.stage2.eval_max_questions=8",
+        "recipe.stage2.generator=torch", "recipe.eval.backend=torch", "recipe.eval.max_questions=8")
+
+
+@pytest.mark.slurm
+def test_recipe_through_slurm_executor_completes(slurm_cluster, tmp_path):
+    env = dict(slurm_cluster, HF_HUB_OFFLINE="1")
+    out = tmp_path / "out"
+    proc = subprocess.run([str(Path(sys.executable).parent / "nemo-run"), str(RECIPE), "--yes",
+                           f"recipe.output_dir={out}", *FAST, "run.executor=slurm", "run.executor.gpus_per_node=0",
+                           "run.executor.ranks_per_node=2", "run.executor.time=00:20:00",
+                           f"run.executor.job_dir={tmp_path / 'jobs'}"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1500)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    for done in ("stage1/DONE", "stage2/DONE", "eval/before/results.json", "eval/after/results.json", "report.md"):
+        assert (out / done).exists(), done
+    sacct = subprocess.run(["sacct", "-n", "-X", "-o", "JobName%40,State", "-S", "now-1hour"], env=env,
+                           capture_output=True, text=True).stdout
+    assert "COMPLETED" in sacct
