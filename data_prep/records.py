@@ -204,7 +204,13 @@ class RecordSource:
         if not self.files:
             import datasets
 
-            ds = datasets.load_dataset(self.hf_path, name=self.hf_config, split=self.hf_split, streaming=self.streaming)
+            try:
+                ds = datasets.load_dataset(self.hf_path, name=self.hf_config, split=self.hf_split,
+                                           streaming=self.streaming)
+            except Exception as e:  # network, auth, unknown config: datasets raises many types
+                raise ValueError(f"could not load Hub dataset {self.hf_path!r} (config {self.hf_config!r}, split "
+                                 f"{self.hf_split!r}): {e}. Without internet, download its files and pass them with "
+                                 "--data-files") from None
             yield from iter_hf_dataset(ds, f"{self.hf_path}[{self.hf_config or 'default'}/{self.hf_split}]")
             return
         for path, fmt in zip(self.files, self.formats):

@@ -101,3 +101,16 @@ def test_bad_question_files_name_file_line_and_fields(tmp_path):
         load_questions(str(math_as_generic))
     with pytest.raises(ValueError, match="no questions left"):
         load_questions(f"math:{math_as_generic}?levels=5")
+
+
+def test_cli_lists_corpora_and_counts_questions(tmp_path, capsys):
+    from data_prep.__main__ import main
+
+    path = write_jsonl(tmp_path / "math.jsonl", MATH_ROWS)
+    assert main(["questions", f"math:{path}?levels=3-5", "--show", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "3 questions; per level: {3: 1, 4: 1, 5: 1}" in out and "answer '\\\\sqrt{2}'" in out
+    assert main(["corpora"]) == 0
+    assert "numinamath-1.5" in capsys.readouterr().out
+    assert main(["questions", str(tmp_path / "nope.jsonl")]) == 2
+    assert "does not exist" in capsys.readouterr().err
