@@ -10,10 +10,12 @@
 # Every knob below is an environment variable (sbatch passes the submitting shell's environment to the job);
 # the #SBATCH lines are A100-node defaults that sbatch command-line options override.
 #
-# Time limits and preemption: SLURM sends USR1 to this batch shell TIME_LIMIT - 300 s (--signal=B:USR1@300).
-# The shell forwards it to the job step, whose ranks finish the current RL step, save a checkpoint and exit 0;
-# then the shell requeues the job (REQUEUE_ON_USR1=1), which resumes from that checkpoint. On preemption or
-# `scontrol requeue` SLURM sends TERM to every process itself, and the ranks do the same within KillWait.
+# Time limits: SLURM sends USR1 to this batch shell TIME_LIMIT - 300 s before the end (--signal=B:USR1@300).
+# The shell forwards it to the ranks only (torchrun's children on every node, through `srun --overlap pkill`),
+# not to torchrun, which would die of it, nor to the ranks' helper processes. The ranks finish the current
+# RL step, save a checkpoint and exit 0; then the shell requeues the job (REQUEUE_ON_USR1=1) and the next run
+# resumes from that checkpoint. Preemption / `scontrol requeue`: SLURM itself sends TERM to every process of the
+# job, the ranks checkpoint within KillWait, and the requeued job resumes from the newest complete checkpoint.
 # Resuming needs a stable OUTPUT_DIR: the default contains the job id, which a requeue keeps.
 #
 # Knobs (default):
@@ -80,9 +82,10 @@ launch=(srun --label --kill-on-bad-exit=1 --nodes="$NNODES" --ntasks-per-node=1 
                                       --container-workdir="$REPO_DIR")
 read -ra srun_extra <<<"$SRUN_ARGS"
 launch+=("${srun_extra[@]}")
-# torchrun would die on USR1 (the default action) and take the ranks with it, so it ignores USR1; the ranks
-# install their own handler (which replaces the inherited SIG_IGN) and get USR1 from SLURM directly.
-launch+=(bash -c 'trap "" USR1; exec "$@"' torchrun
+# The task records torchrun's pid (the USR1 trap below signals its children, the ranks) and makes torchrun
+# ignore USR1 in case a user's --signal=USR1 (no B:) sends it to the whole step: by default it would die of it.
+# The ranks install their own handler, which replaces the inherited SIG_IGN.
+launch+=(bash -c 'echo $$ >"$1/torchrun.$SLURMD_NODENAME.pid"; shift; trap "" USR1; exec "$@"' launcher "$LOG_DIR"
          "$PYTHON" -m torch.distributed.run --nnodes="$NNODES" --nproc-per-node="$NPROC_PER_NODE"
          --rdzv-backend=c10d --rdzv-endpoint="$MASTER_ADDR:$MASTER_PORT" --rdzv-id="$SLURM_JOB_ID"
          --log-dir="$LOG_DIR" --tee=3
@@ -100,7 +103,14 @@ echo "[rl.sh] $(printf '%q ' "${launch[@]}")"
 mkdir -p "$OUTPUT_DIR" "$LOG_DIR"
 
 got_signal=""
-trap 'got_signal=USR1; echo "[rl.sh] USR1: asking the ranks to checkpoint and exit"; scancel --signal=USR1 "$SLURM_JOB_ID"' USR1
+forward_usr1() {
+  got_signal=USR1
+  echo "[rl.sh] USR1: asking the ranks to checkpoint and exit"
+  srun --overlap --nodes="$NNODES" --ntasks-per-node=1 \
+    bash -c 'pkill -USR1 -P "$(cat "$1/torchrun.$SLURMD_NODENAME.pid")"' forward "$LOG_DIR" \
+    || echo "[rl.sh] could not forward USR1 to the ranks"
+}
+trap forward_usr1 USR1
 trap 'got_signal=TERM; echo "[rl.sh] TERM: waiting for the ranks to checkpoint and exit"' TERM
 "${launch[@]}" &
 step=$!
