@@ -155,3 +155,13 @@ def test_unknown_field_is_named():
 
     with pytest.raises(ValueError, match=r"unknown RL config fields \['learning_rate'\]"):
         RLConfig.from_dict({"learning_rate": 1.0})
+
+
+@pytest.mark.parametrize("tp", [1, 2])
+def test_updates_move_logprobs_in_the_direction_of_the_advantage(policy, tmp_path, tp):
+    from conftest import read_rank_results, run_torchrun
+
+    run_torchrun(Path(__file__).parent / "dist" / "learner_direction_worker.py", tp, policy[0], tmp_path, tp)
+    for r in read_rank_results(tmp_path, tp):
+        assert all(d * a > 0 for d, a in zip(r["delta"], r["adv"])), r
+        assert r["metrics"]["train/grad_norm"] > 0
