@@ -42,6 +42,21 @@ def make_math_corpus(out_dir: Path, num_docs: int = 3000, seed: int = 0) -> dict
     return {"tokenizer": str(tok_dir), "prefix": str(prefix), "eos": tok.eos_token_id}
 
 
+def data_prep_corpus(out_dir: Path, num_docs: int = 2000, seed: int = 0) -> dict:
+    """The project's own path: `data_prep` synthetic math documents + tokenizer, tokenized to PREFIX.bin/.idx."""
+    from data_prep.synthetic import make_synthetic_dataset
+    from data_prep.tokenize_corpus import TokenizeConfig, tokenize_corpus
+    from transformers import AutoTokenizer
+
+    data = make_synthetic_dataset(out_dir / "data", seed=seed, num_pretrain_docs=num_docs, num_train_questions=10,
+                                  num_test_questions=10)
+    prefix = out_dir / "tokens" / "synthetic"
+    tokenize_corpus(TokenizeConfig(corpus="jsonl", tokenizer=str(data.tokenizer), output_prefix=str(prefix),
+                                   data_files=(str(data.pretrain),), progress=False, workers=1))
+    eos = AutoTokenizer.from_pretrained(data.tokenizer).eos_token_id
+    return {"tokenizer": str(data.tokenizer), "prefix": str(prefix), "eos": eos}
+
+
 def tiny_run_config(corpus: dict, out_dir: Path, **sections) -> dict:
     """The tiny test run as a config dict; `sections` update whole sections, e.g. schedule={...}."""
     cfg = {
