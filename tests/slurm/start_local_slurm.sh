@@ -18,7 +18,7 @@
 #                                          for --gpus-per-node=N schedule (CUDA_VISIBLE_DEVICES stays empty)
 #   DB_PORT             3307               MariaDB port on 127.0.0.1
 #   KILL_WAIT           30                 seconds between SIGTERM and SIGKILL when a job is cancelled/requeued
-#   REQUEUE_DELAY       15                 AuthInfo=cred_expire: a requeued job waits this long (+1 s) before it
+#   REQUEUE_DELAY       10                 AuthInfo=cred_expire: a requeued job waits this long (+1 s) before it
 #                                          may start again (SLURM's default is 120 s; short keeps tests quick)
 #
 # Choices that make it work here (see ../../../shared/NOTES.md, "SLURM"):
@@ -35,7 +35,7 @@ WITH_ACCOUNTING=${WITH_ACCOUNTING:-1}
 FAKE_GPUS=${FAKE_GPUS:-0}
 DB_PORT=${DB_PORT:-3307}
 KILL_WAIT=${KILL_WAIT:-30}
-REQUEUE_DELAY=${REQUEUE_DELAY:-15}
+REQUEUE_DELAY=${REQUEUE_DELAY:-10}
 ETC=$PREFIX/etc
 LOG=$PREFIX/log
 RUN=$PREFIX/run
@@ -143,6 +143,8 @@ TaskPlugin=task/none
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
 SchedulerType=sched/backfill
+# schedule pending jobs every 2 s instead of every 30-60 s: a requeued job restarts as soon as it may
+SchedulerParameters=sched_interval=2,bf_interval=2
 DependencyParameters=kill_invalid_depend
 KillWait=$KILL_WAIT
 $accounting
