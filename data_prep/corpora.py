@@ -131,6 +131,8 @@ CORPORA: dict[str, CorpusSpec] = {
         CorpusSpec("openwebmath", "OpenWebMath (open-web-math/open-web-math)", hf_path="open-web-math/open-web-math"),
         CorpusSpec("numinamath-1.5", "NuminaMath-1.5 as question + solution text, as in the paper's NuminaQA stage "
                    "(AI-MO/NuminaMath-1.5)", text=JoinedFields(("problem", "solution")), hf_path="AI-MO/NuminaMath-1.5"),
+        CorpusSpec("local", "local files in any mix of formats (by extension: .jsonl/.json, .parquet, .txt as one "
+                   "document per file, save_to_disk dirs), text in field 'text'"),
         CorpusSpec("jsonl", "local jsonl files, text in field 'text' (e.g. data_prep synthetic's pretrain.jsonl)",
                    file_format="jsonl"),
         CorpusSpec("parquet", "local parquet files, text in column 'text'", file_format="parquet"),

@@ -29,7 +29,7 @@ from typing import Iterator
 
 from data_prep.synthetic_problems import GENERATORS, LEVELS, Problem
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 """Bump whenever the same config would generate different files, so existing directories are regenerated."""
 MANIFEST = "synthetic.json"
 
@@ -39,7 +39,7 @@ class SyntheticConfig:
     seed: int = 0
     """Seeds every draw; the same config gives byte-identical files."""
     num_pretrain_docs: int = 20000
-    """Pretraining documents (about 45 tokens each with the tiny tokenizer)."""
+    """Pretraining documents (about 40 tokens each with the tiny tokenizer, 0.8M tokens at the default)."""
     num_train_questions: int = 2000
     """RL training questions, in equal shares per level."""
     num_test_questions: int = 250

@@ -5,8 +5,10 @@ worked steps, and the integer answer. A pretraining document is ``question + "\\
 ending is `` The answer is \\boxed{N}.``; the model's response to a question is therefore short (about 10-40 tokens
 with the tiny tokenizer) and ends in a box, then EOS.
 
-Levels: 1 one-digit + / -; 2 two-digit + / -; 3 two-step expressions with a product; 4 two-step word problems;
-5 solving ``a x + b = c``. Questions come in a few phrasings, tagged ``textbook`` or ``forum``: the synthetic corpus
+Levels: 1 one-digit + / -; 2 two-digit +/- one-digit; 3 two-step expressions with a product; 4 two-step word
+problems; 5 solving ``a x + b = c``. Every step is a one-digit fact, a times-table fact or a two-digit +/- one-digit
+sum, so the few skills the levels share are learnable by a ~5M-parameter model in minutes of CPU pretraining;
+difficulty grows with the number of steps and how they combine. Questions come in a few phrasings, tagged ``textbook`` or ``forum``: the synthetic corpus
 boxes forum-style answers only some of the time (see ``SyntheticConfig.forum_boxed_rate``), like web text, which
 leaves the base model a format gap that RL closes, as the paper finds for base models.
 """
@@ -70,18 +72,14 @@ def level1(rng: random.Random) -> Problem:
 
 
 def level2(rng: random.Random) -> Problem:
-    a, b = rng.randint(10, 99), rng.randint(10, 99)
-    if rng.random() < 0.5:
-        expr, result = f"{a} + {b}", a + b
-    else:
-        a, b = max(a, b), min(a, b)
-        expr, result = f"{a} - {b}", a - b
+    a, b = rng.randint(10, 99), rng.randint(1, 9)
+    expr, result = (f"{a} + {b}", a + b) if rng.random() < 0.5 else (f"{a} - {b}", a - b)
     question, style = _phrase(rng, expr)
     return Problem(question, f"{expr} = {result}.", result, 2, style)
 
 
 def level3(rng: random.Random) -> Problem:
-    a, b, c = rng.randint(2, 9), rng.randint(2, 9), rng.randint(1, 20)
+    a, b, c = rng.randint(2, 9), rng.randint(2, 9), rng.randint(1, 9)
     p = a * b
     form = rng.randrange(3)
     if form == 0:
@@ -89,7 +87,7 @@ def level3(rng: random.Random) -> Problem:
     elif form == 1:
         expr, last, result = f"{c} + {a} * {b}", f"{c} + {p}", c + p
     else:
-        c = rng.randint(1, p)
+        c = min(c, p)
         expr, last, result = f"{a} * {b} - {c}", f"{p} - {c}", p - c
     question, style = _phrase(rng, expr)
     return Problem(question, f"{a} * {b} = {p}. {last} = {result}.", result, 3, style)
@@ -101,14 +99,14 @@ def level4(rng: random.Random) -> Problem:
     p = n_boxes * per_box
     style = rng.choice(STYLES)
     if rng.random() < 0.5:
-        start = rng.randint(1, 30)
+        start = rng.randint(1, 9)
         if style == "textbook":
             question = (f"{name} has {start} {item}. {name} buys {n_boxes} {box} with {per_box} {item} in each. "
                         f"How many {item} does {name} have now?")
         else:
             question = f"{name} had {start} {item} and got {n_boxes} {box} of {per_box} more. how many {item} now?"
         return Problem(question, f"{n_boxes} * {per_box} = {p}. {start} + {p} = {start + p}.", start + p, 4, style)
-    given = rng.randint(1, p)
+    given = rng.randint(1, min(9, p))
     if style == "textbook":
         question = (f"{name} has {n_boxes} {box} with {per_box} {item} in each and gives away {given} {item}. "
                     f"How many {item} are left?")
@@ -118,12 +116,11 @@ def level4(rng: random.Random) -> Problem:
 
 
 def level5(rng: random.Random) -> Problem:
-    a, x, b = rng.randint(2, 9), rng.randint(1, 12), rng.randint(1, 30)
-    if rng.random() < 0.5:
+    a, x, b = rng.randint(2, 9), rng.randint(1, 9), rng.randint(1, 9)
+    if rng.random() < 0.5 or b > a * x:
         c = a * x + b
         equation, isolate = f"{a}x + {b} = {c}", f"{a}x = {c} - {b} = {a * x}."
     else:
-        b = rng.randint(1, a * x)
         c = a * x - b
         equation, isolate = f"{a}x - {b} = {c}", f"{a}x = {c} + {b} = {a * x}."
     style = rng.choice(STYLES)

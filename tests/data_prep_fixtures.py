@@ -71,7 +71,7 @@ def cli_env() -> dict:
     return dict(os.environ, PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1", PYTHONWARNINGS="ignore")
 
 
-def run_cli(*args: str, timeout: int = 120) -> subprocess.CompletedProcess:
+def run_cli(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "data_prep", *map(str, args)], cwd=REPO, env=cli_env(),
                           capture_output=True, text=True, timeout=timeout)
 

@@ -132,7 +132,7 @@ def _kill_midway(tmp_path, tokenizer_dir, sig) -> tuple[int, str]:
     os.mkfifo(fifo)
     proc = start_cli("tokenize", "--corpus", "jsonl", "--data-files", fifo, "--tokenizer", tokenizer_dir,
                      "--output-prefix", tmp_path / "out" / "c", "--workers", "2", "--batch-size", "2", "--no-progress")
-    deadline = time.monotonic() + 90
+    deadline = time.monotonic() + 300
     writer = None
     try:
         while writer is None:  # the reader opens the FIFO only after its imports
@@ -146,7 +146,7 @@ def _kill_midway(tmp_path, tokenizer_dir, sig) -> tuple[int, str]:
             assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
             time.sleep(0.05)
         proc.send_signal(sig)
-        _, stderr = proc.communicate(timeout=60)
+        _, stderr = proc.communicate(timeout=300)
     finally:
         if writer is not None:
             os.close(writer)

@@ -96,13 +96,17 @@ def test_dtype_int32_and_no_special_tokens(tmp_path, tokenizer_dir):
     assert read_indexed(tmp_path / "out") == [tok(d, add_special_tokens=False)["input_ids"] + [1] for d in DOCUMENTS[:2]]
 
 
-def test_cli_writes_pair_and_summary_and_prints_counts(tmp_path, tokenizer_dir):
-    corpus = write_jsonl(tmp_path / "c.jsonl", DOCUMENTS + [""])
-    result = run_cli("tokenize", "--corpus", "jsonl", "--data-files", corpus, "--tokenizer", tokenizer_dir,
-                     "--output-prefix", tmp_path / "cli", "--workers", "2", "--no-progress")
+def test_cli_round_trips_jsonl_parquet_and_txt_and_prints_counts(tmp_path, tokenizer_dir):
+    write_jsonl(tmp_path / "a.jsonl", DOCUMENTS[:2] + [""])
+    pq.write_table(pa.table({"text": DOCUMENTS[2:4]}), tmp_path / "b.parquet")
+    (tmp_path / "c.txt").write_text(DOCUMENTS[4], encoding="utf-8")
+    result = run_cli("tokenize", "--corpus", "local", "--data-files", tmp_path / "a.jsonl", tmp_path / "b.parquet",
+                     tmp_path / "c.txt", "--tokenizer", tokenizer_dir, "--output-prefix", tmp_path / "out" / "cli",
+                     "--workers", "2", "--no-progress")
     assert result.returncode == 0, result.stderr
     assert f"{len(DOCUMENTS)} documents" in result.stdout and "empty: 1" in result.stdout
-    assert read_indexed(tmp_path / "cli") == expected_tokens(tokenizer_dir, DOCUMENTS)
-    summary = json.loads((tmp_path / "cli.summary.json").read_text())
-    assert summary["skipped"] == {"empty": 1} and summary["skipped_examples"][0]["where"] == f"{corpus}:{len(DOCUMENTS) + 1}"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.jsonl", "cli.bin", "cli.idx", "cli.summary.json"]
+    assert read_indexed(tmp_path / "out" / "cli") == expected_tokens(tokenizer_dir, DOCUMENTS)
+    summary = json.loads((tmp_path / "out" / "cli.summary.json").read_text())
+    assert summary["skipped"] == {"empty": 1} and summary["skipped_examples"][0]["where"] == f"{tmp_path / 'a.jsonl'}:3"
+    assert [i["format"] for i in summary["inputs"]] == ["jsonl", "parquet", "txt"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["cli.bin", "cli.idx", "cli.summary.json"]
