@@ -86,6 +86,7 @@ launch+=("${srun_extra[@]}")
 # The task records torchrun's pid (the USR1 trap below signals its children, the ranks) and makes torchrun
 # ignore USR1 in case a user's --signal=USR1 (no B:) sends it to the whole step: by default it would die of it.
 # The ranks install their own handler, which replaces the inherited SIG_IGN.
+# shellcheck disable=SC2016  # expanded by the task's bash, on its node
 launch+=(bash -c 'echo $$ >"$1/torchrun.$SLURMD_NODENAME.pid"; shift; trap "" USR1; exec "$@"' launcher "$LOG_DIR"
          "$PYTHON" -m torch.distributed.run --nnodes="$NNODES" --nproc-per-node="$NPROC_PER_NODE"
          --rdzv-backend=c10d --rdzv-endpoint="$MASTER_ADDR:$MASTER_PORT" --rdzv-id="$SLURM_JOB_ID"
@@ -104,6 +105,7 @@ echo "[pretrain.sh] $(printf '%q ' "${launch[@]}")"
 mkdir -p "$OUTPUT_DIR" "$LOG_DIR"
 
 got_signal=""
+# shellcheck disable=SC2016,SC2317  # invoked by the trap; $1 is expanded on each node
 forward_usr1() {
   got_signal=USR1
   echo "[pretrain.sh] USR1: asking the ranks to checkpoint and exit"

@@ -98,7 +98,8 @@ write_configs() {
   hw=$(/usr/sbin/slurmd -C | head -1)
   field() { sed -n "s/.*\b$1=\([0-9]*\).*/\1/p" <<<"$hw"; }
   # declare less memory than there is: a node reporting less than RealMemory is drained
-  local node_line="NodeName=$NODE NodeAddr=127.0.0.1 CPUs=$(field CPUs) Boards=$(field Boards)"
+  local node_line
+  node_line="NodeName=$NODE NodeAddr=127.0.0.1 CPUs=$(field CPUs) Boards=$(field Boards)"
   node_line+=" SocketsPerBoard=$(field SocketsPerBoard) CoresPerSocket=$(field CoresPerSocket)"
   node_line+=" ThreadsPerCore=$(field ThreadsPerCore) RealMemory=$(($(field RealMemory) * 90 / 100))"
   local gres_types=""
