@@ -11,12 +11,13 @@
 # Every knob below is an environment variable (sbatch passes the submitting shell's environment to the job);
 # the #SBATCH lines are A100-node defaults that sbatch command-line options override.
 #
-# Time limits: SLURM sends USR1 to this batch shell TIME_LIMIT - 300 s before the end (--signal=B:USR1@300).
+# Time limits: SLURM sends USR1 to this batch shell 300 s before the time limit (--signal=B:USR1@300).
 # The shell forwards it to the ranks only (torchrun's children on every node, through `srun --overlap pkill`),
 # not to torchrun, which would die of it, nor to the ranks' helper processes. The ranks finish the current
 # training step, save a checkpoint and exit 0; then the shell requeues the job (REQUEUE_ON_USR1=1) and the next run
 # resumes from that checkpoint. Preemption / `scontrol requeue`: SLURM itself sends TERM to every process of the
-# job, the ranks checkpoint within KillWait, and the requeued job resumes from the newest complete checkpoint.
+# job; the ranks try to checkpoint within KillWait (this save currently fails: the TERM also kills Megatron's
+# checkpoint-writer helper process), and the requeued job resumes from the newest complete checkpoint.
 # Resuming needs a stable OUTPUT_DIR: the default contains the job id, which a requeue keeps.
 #
 # Knobs (default):
