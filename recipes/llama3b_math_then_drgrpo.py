@@ -8,7 +8,9 @@ experiment: data -> stage one -> eval -> stage two -> eval -> report.
         run.executor=slurm run.executor.account=ACCOUNT run.executor.partition=PARTITION \
         run.executor.container_image=nvcr.io/nvidia/pytorch:25.04-py3 'run.executor.container_mounts=["/data:/data"]'
 
-Any field can be overridden (`recipe.stage2.lr=1e-6`, `recipe.output_dir=...`); `--dryrun` prints the tasks.
+Any field can be overridden (`recipe.stage2.lr=1e-6`, `recipe.output_dir=...`; executor fields as
+`run.executor.FIELD=...`, e.g. `run.executor.ntasks_per_node=2 run.executor.tunnel.job_dir=...`); `--dryrun`
+prints the tasks.
 Exits non-zero if a task fails; later tasks are then not run.
 """
 
@@ -45,19 +47,21 @@ def local(ranks: int = 0) -> run.LocalExecutor:
 
 
 @run.cli.factory
-@run.autoconvert
 def slurm(account: str = "", partition: str = "", nodes: int = 1, gpus_per_node: int = 8, ranks_per_node: int = 0,
           time: str = "04:00:00", container_image: str = "", container_mounts: list[str] = [], job_dir: str = "",
-          host: str = "", user: str = "", mem: str = "", env_vars: dict = {}) -> run.SlurmExecutor:
+          host: str = "", user: str = "", mem: str = "", env_vars: dict = {}) -> run.Config[run.SlurmExecutor]:
     """A SLURM cluster (8-GPU A100 nodes by default): submitted locally (LocalTunnel) or over SSH when `host` is
     set. `ranks_per_node` defaults to `gpus_per_node` (set it, with gpus_per_node=0, on CPU-only nodes)."""
-    tunnel = run.SSHTunnel(host=host, user=user, job_dir=job_dir) if host else run.LocalTunnel(job_dir=job_dir)
-    kwargs = dict(account=account or None, partition=partition or None, nodes=nodes,
-                  ntasks_per_node=ranks_per_node or gpus_per_node or 1,
-                  gpus_per_node=gpus_per_node or None, time=time, tunnel=tunnel, packager=run.Packager(),
+    if host:
+        tunnel = run.Config(run.SSHTunnel, host=host, user=user, job_dir=job_dir)
+    else:
+        tunnel = run.Config(run.LocalTunnel, job_dir=job_dir)
+    kwargs = dict(partition=partition or None, nodes=nodes,
+                  ntasks_per_node=ranks_per_node or gpus_per_node or 1, gpus_per_node=gpus_per_node or None,
+                  time=time, tunnel=tunnel, packager=run.Config(run.Packager),
                   container_image=container_image or None, container_mounts=list(container_mounts),
                   env_vars=dict(env_vars), mem=mem or None)
-    return run.SlurmExecutor(**{k: v for k, v in kwargs.items() if v is not None})
+    return run.Config(run.SlurmExecutor, account=account, **{k: v for k, v in kwargs.items() if v is not None})
 
 
 _completed = False
