@@ -93,8 +93,7 @@ def test_recipe_through_slurm_executor_completes(slurm_cluster, tmp_path):
     out = tmp_path / "out"
     proc = subprocess.run([str(Path(sys.executable).parent / "nemo-run"), str(RECIPE), "--yes",
                            f"recipe.output_dir={out}", *FAST, "run.executor=slurm", "run.executor.gpus_per_node=0",
-                           "run.executor.ntasks_per_node=2", "run.executor.time=00:20:00",
-                           f"run.executor.tunnel.job_dir={tmp_path / 'jobs'}"],
+                           "run.executor.ntasks_per_node=2", "run.executor.time=00:20:00"],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1500)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     for done in ("stage1/DONE", "stage2/DONE", "eval/before/results.json", "eval/after/results.json", "report.md"):
