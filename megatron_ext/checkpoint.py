@@ -13,12 +13,18 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
+import sys
 from pathlib import Path
 
 import torch.distributed as dist
 
 COMPLETE_MARKER = "COMPLETE"
 LATEST_FILE = "latest_checkpointed_iteration.txt"
+HELPER_IGNORED_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+"""Signals the checkpoint writer's helper process ignores: SLURM sends them to every process of a job step, and
+the rank that saves a checkpoint on them needs its helper alive."""
+_writer_helper_pid: int | None = None
 
 
 def _rank() -> int:
@@ -57,6 +63,7 @@ def save_checkpoint(
             copy_tokenizer_files(tokenizer_dir, tmp / "hf_config")
         (tmp / "trainer_state.json").write_text(json.dumps(dict(trainer_state or {}, iteration=iteration), indent=2))
     _barrier()
+    start_writer_helper()
     dist_checkpointing.save(sharded_state_dict, str(tmp / "model"))
     _barrier()
     if _rank() == 0:
@@ -72,6 +79,49 @@ def save_checkpoint(
                 shutil.rmtree(old, ignore_errors=True)
     _barrier()
     return final
+
+
+def start_writer_helper() -> int | None:
+    """Start the process Megatron's checkpoint writer keeps for the rest of the run (a multiprocessing Manager
+    serving its results queue) unless it runs already; returns its pid, None if this Megatron needs none.
+
+    Megatron would start a plain one at the first save, which a TERM to the job step kills, and the rank's own
+    save on that TERM then fails (BrokenPipeError). This one ignores HELPER_IGNORED_SIGNALS and is killed when
+    the thread that started it dies (PR_SET_PDEATHSIG), so it is never orphaned: call it from the main thread.
+    """
+    global _writer_helper_pid
+    import multiprocessing
+    from multiprocessing import resource_tracker
+    from multiprocessing.managers import SyncManager
+
+    from megatron.core.dist_checkpointing.strategies import filesystem_async
+
+    if not hasattr(filesystem_async, "_results_queue") or filesystem_async._results_queue is not None:
+        return _writer_helper_pid
+    manager = SyncManager(ctx=multiprocessing.get_context("spawn"))
+    # Blocked from fork through exec to the initializer (a child inherits the mask), so a signal that arrives
+    # meanwhile cannot kill the helper; this process still gets it (in another thread, or once unblocked).
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, HELPER_IGNORED_SIGNALS)
+    try:
+        resource_tracker.ensure_running()  # the spawn's other helper; starting it unblocks SIGTERM again
+        signal.pthread_sigmask(signal.SIG_BLOCK, HELPER_IGNORED_SIGNALS)
+        manager.start(_init_writer_helper, (os.getpid(),))
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+    filesystem_async._results_queue = manager.Queue()  # the queue's proxy keeps the manager alive
+    _writer_helper_pid = manager._process.pid
+    return _writer_helper_pid
+
+
+def _init_writer_helper(parent_pid: int) -> None:
+    for sig in HELPER_IGNORED_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
+    if sys.platform == "linux":
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent_pid:  # the parent died before the line above
+        os._exit(0)
 
 
 def validate_checkpoint_dir(path: str | os.PathLike) -> Path:

@@ -272,3 +272,31 @@ def test_exit_signal_sets_the_flag_and_restores_handlers():
     finally:
         handler.restore()
     assert signal.getsignal(signal.SIGUSR1) == before
+
+
+def test_helper_processes_survive_the_exit_signal_and_die_with_their_rank(tmp_path):
+    """SLURM sends TERM to every process of a job step: the rank's checkpoint writer and grading workers must
+    ignore it (the rank saves and grades through them afterwards) and must not outlive the rank."""
+    import psutil
+
+    proc = subprocess.Popen([sys.executable, str(REPO / "tests" / "dist" / "helper_signals_worker.py"),
+                             str(tmp_path / "ckpt")], cwd=REPO, env=env(), stdout=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        before = json.loads(proc.stdout.readline() or "null")
+        assert before, f"the worker failed before its first checkpoint (exit code {proc.wait(60)})"
+        helpers = psutil.Process(proc.pid).children(recursive=True)
+        assert {before["writer_helper"], *before["graders"]} <= {p.pid for p in helpers}
+        for p in [psutil.Process(proc.pid), *helpers]:
+            p.send_signal(signal.SIGTERM)
+        after = json.loads(proc.stdout.readline() or "null")
+        assert after, f"the rank could not checkpoint after the TERM (exit code {proc.wait(60)}): see its stderr"
+        assert after["signal"] == signal.SIGTERM and after["saved"].endswith("iter_0000002")
+        assert (after["reward"], after["worker_restarts"]) == (1.0, 0)
+        assert (after["writer_helper"], after["graders"]) == (before["writer_helper"], before["graders"])
+        assert all(p.is_running() for p in helpers)
+    finally:
+        proc.kill()
+        proc.wait(60)
+    _, alive = psutil.wait_procs(helpers, timeout=30)
+    assert not alive, f"helpers outlived their rank: {[(p.pid, p.cmdline()) for p in alive]}"
