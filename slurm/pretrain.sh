@@ -16,8 +16,8 @@
 # not to torchrun, which would die of it, nor to the ranks' helper processes. The ranks finish the current
 # training step, save a checkpoint and exit 0; then the shell requeues the job (REQUEUE_ON_USR1=1) and the next run
 # resumes from that checkpoint. Preemption / `scontrol requeue`: SLURM itself sends TERM to every process of the
-# job; the ranks try to checkpoint within KillWait (this save currently fails: the TERM also kills Megatron's
-# checkpoint-writer helper process), and the requeued job resumes from the newest complete checkpoint.
+# job; the ranks checkpoint within KillWait (their helper processes ignore TERM and USR1), and the requeued job
+# resumes from the newest complete checkpoint.
 # Resuming needs a stable OUTPUT_DIR: the default contains the job id, which a requeue keeps.
 #
 # Knobs (default):

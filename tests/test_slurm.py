@@ -149,12 +149,6 @@ def test_scontrol_requeue_resumes_from_a_checkpoint_to_identical_metrics(slurm_c
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(reason="SLURM sends TERM to every process of the step, the ranks' helpers included: the "
-                          "multiprocessing Manager that Megatron's async checkpoint writer starts at the first save "
-                          "dies of it, so the rank's save-on-signal fails (BrokenPipeError/EOFError) and the requeued "
-                          "run resumes from the previous periodic checkpoint. Fix belongs in the training code: "
-                          "start helper processes with TERM/USR1 ignored (megatron_ext.checkpoint, rl grader workers).",
-                   strict=False)
 def test_ranks_checkpoint_on_slurms_sigterm(requeued):
     job, state, out, log = requeued
     saved = _checkpoint_step_on_exit(log.read_text())
