@@ -15,6 +15,7 @@ Exits non-zero if a task fails; later tasks are then not run.
 """
 
 
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -27,16 +28,23 @@ from recipes.pipeline_recipe import PipelineRecipe, default_ranks, llama32_3b_a1
 from recipes.pipeline_recipe import tiny_cpu as _tiny_cpu  # noqa: E402
 
 
-@run.cli.factory
-@run.autoconvert
-def tiny_cpu() -> PipelineRecipe:
-    return _tiny_cpu()
+def _as_config(value):
+    """A dataclass instance as nested run.Configs of all its fields, so that CLI overrides such as
+    `recipe.stage2.lr=...` edit the recipe's values instead of replacing them with the classes' defaults."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return run.Config(type(value), **{f.name: _as_config(getattr(value, f.name))
+                                          for f in dataclasses.fields(value) if f.init})
+    return value
 
 
 @run.cli.factory
-@run.autoconvert
-def llama32_3b_a100() -> PipelineRecipe:
-    return _llama32_3b_a100()
+def tiny_cpu() -> run.Config[PipelineRecipe]:
+    return _as_config(_tiny_cpu())
+
+
+@run.cli.factory
+def llama32_3b_a100() -> run.Config[PipelineRecipe]:
+    return _as_config(_llama32_3b_a100())
 
 
 @run.cli.factory
@@ -67,7 +75,13 @@ def slurm(account: str = "", partition: str = "", nodes: int = 1, gpus_per_node:
 _completed = False
 
 
-@run.cli.entrypoint(type="experiment", help=__doc__)
+def _defaults() -> run.Partial:
+    # Without it NeMo-Run starts `recipe.FIELD=...` overrides from PipelineRecipe(), not from the tiny_cpu default
+    # (e.g. 3000-token generations instead of 48).
+    return run.Partial(llama3b_math_then_drgrpo, recipe=tiny_cpu())
+
+
+@run.cli.entrypoint(type="experiment", help=__doc__, default_factory=_defaults)
 def llama3b_math_then_drgrpo(ctx: run.cli.RunContext, recipe: PipelineRecipe = _tiny_cpu()):
     global _completed
     executor = ctx.executor or run.LocalExecutor(ntasks_per_node=default_ranks(), launcher="torchrun")

@@ -57,6 +57,28 @@ def test_bad_layout_is_refused_before_launch(tmp_path):
         build_tasks(recipe)
 
 
+def test_cli_overrides_edit_the_chosen_recipe():
+    """`recipe.FIELD=...` starts from the tiny_cpu default (or from `recipe=NAME`), not from PipelineRecipe()'s
+    class defaults: those would turn the tiny run into 3000-token generations."""
+    import fiddle as fdl
+    import nemo_run as run
+
+    from recipes import llama3b_math_then_drgrpo as cli
+    from recipes.pipeline_recipe import llama32_3b_a100, tiny_cpu
+
+    def parse(*args: str):
+        ctx = run.cli.RunContext(name="test", factory=cli._defaults)  # what `nemo-run RECIPE ARGS` builds
+        return fdl.build(ctx.parse_fn(cli.llama3b_math_then_drgrpo, list(args)).recipe)
+
+    expected = tiny_cpu()
+    expected.output_dir, expected.eval.backend = "/tmp/out", "torch"
+    assert parse("recipe.output_dir=/tmp/out", "recipe.eval.backend=torch") == expected
+    expected = llama32_3b_a100()
+    expected.stage1.model.hf_dir, expected.stage2.lr = "/models/Llama-3.2-3B", 2e-6
+    assert parse("recipe=llama32_3b_a100", "recipe.stage1.model.hf_dir=/models/Llama-3.2-3B",
+                 "recipe.stage2.lr=2e-6") == expected
+
+
 def _nemo_run(*args, cwd, timeout=600):
     env = dict(os.environ, HF_HUB_OFFLINE="1")
     return subprocess.run([str(Path(sys.executable).parent / "nemo-run"), str(RECIPE), *args, "--yes"], cwd=cwd,
@@ -88,8 +110,7 @@ FAST = ("recipe.data.num_pretrain_docs=2000", "recipe.data.num_train_questions=6
 
 
 @pytest.mark.slurm
-@pytest.mark.skip(reason="open (issue 7): under SlurmExecutor the data and stage1 tasks COMPLETE, then eval_before "
-                         "made no progress for 6+ min; a stalled job would hold the single test node for test_slurm")
+@pytest.mark.slow
 def test_recipe_through_slurm_executor_completes(slurm_cluster, tmp_path):
     env = dict(slurm_cluster, HF_HUB_OFFLINE="1")
     out = tmp_path / "out"
