@@ -102,14 +102,20 @@ class Learner:
     def train(self, batch: PolicyBatch, *, num_responses_global: int, num_tokens_global: int) -> dict:
         """PPO epochs over this DP rank's responses; returns step metrics averaged over the whole step."""
         cfg = self.cfg
-        old_logp = self.logprobs(batch) if cfg.behaviour_logprobs == "learner" else batch.engine_logp_BS
+        dp = self.layout.dp
+        minibatches = max(1, cfg.minibatches_per_step)
+        # One update per step from the weights that the step's old log-probs would be computed with: they are the
+        # update's own forward pass, detached (ratio exactly 1; the same gradient), so no separate pass is run.
+        on_policy = cfg.behaviour_logprobs == "learner" and cfg.ppo_epochs * minibatches == 1
+        if on_policy:
+            old_logp = None
+        else:
+            old_logp = self.logprobs(batch) if cfg.behaviour_logprobs == "learner" else batch.engine_logp_BS
         ref_logp = self.logprobs(batch, self.reference) if self.reference is not None else None
         mask = batch.response_mask_BS
         sums = {k: 0.0 for k in METRIC_KEYS}
         if old_logp is not None:
             sums["logp_mismatch"] = ((old_logp - batch.engine_logp_BS).abs() * mask).sum().item()
-        dp = self.layout.dp
-        minibatches = max(1, cfg.minibatches_per_step)
         rows_per_minibatch = batch.size // minibatches
         grad_norms = []
         for _ in range(cfg.ppo_epochs):
@@ -140,6 +146,8 @@ class Learner:
         }
 
     def _update(self, batch, old_logp, ref_logp, num_responses, num_tokens, sums) -> float:
+        """One optimizer step. `old_logp` None: on-policy, the behaviour log-probs are this forward pass's own
+        (detached), and their gap to the engine's is measured here."""
         cfg = self.cfg
         self.model.train()
         self.model.zero_grad_buffer()
@@ -151,8 +159,13 @@ class Learner:
             target = mb["tokens"][:, 1:]
             logp = vocab_parallel_logprobs(logits[:, :-1] / temperature, target, self.vocab_size)
             mask = batch.response_mask_BS[rows][:, 1:]
+            if old_logp is None:
+                old = logp.detach()
+                sums["logp_mismatch"] += ((old - batch.engine_logp_BS[rows][:, 1:]).abs() * mask).sum().item()
+            else:
+                old = old_logp[rows][:, 1:]
             loss, metrics = policy_loss(
-                logp, old_logp[rows][:, 1:], batch.adv_B[rows], mask, clip_eps=cfg.clip_eps,
+                logp, old, batch.adv_B[rows], mask, clip_eps=cfg.clip_eps,
                 aggregation=cfg.aggregation, max_new_tokens=cfg.max_new_tokens, kl_coef=cfg.kl_coef,
                 ref_logp_BT=ref_logp[rows][:, 1:] if ref_logp is not None else None,
                 num_responses=num_responses, num_tokens=num_tokens,
