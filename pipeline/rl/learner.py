@@ -22,6 +22,11 @@ from pipeline.rl.loss import policy_loss
 METRIC_KEYS = ("loss", "entropy", "clip_frac", "approx_kl", "kl_ref", "logp_mismatch", "tokens")
 
 
+def _scaled(logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Logits of the sampling distribution; at temperature 1 the logits themselves (x / 1 is x: no copy)."""
+    return logits if temperature == 1.0 else logits / temperature
+
+
 @dataclass
 class PolicyBatch:
     tokens_BS: torch.Tensor
@@ -89,7 +94,7 @@ class Learner:
         temperature = self.cfg.temperature
 
         def loss_fn(logits, mb):
-            logp = vocab_parallel_logprobs(logits[:, :-1] / temperature, mb["tokens"][:, 1:], self.vocab_size)
+            logp = vocab_parallel_logprobs(_scaled(logits[:, :-1], temperature), mb["tokens"][:, 1:], self.vocab_size)
             return logits.new_zeros(()), {"logp": torch.nn.functional.pad(logp, (1, 0))}
 
         outputs = forward_backward([model], self._microbatches(batch), loss_fn, forward_only=True)
@@ -157,7 +162,8 @@ class Learner:
         def loss_fn(logits, mb):
             rows = mb["rows"]
             target = mb["tokens"][:, 1:]
-            logp = vocab_parallel_logprobs(logits[:, :-1] / temperature, target, self.vocab_size)
+            scaled = _scaled(logits[:, :-1], temperature)  # once, for the log-probs and the entropy
+            logp = vocab_parallel_logprobs(scaled, target, self.vocab_size)
             mask = batch.response_mask_BS[rows][:, 1:]
             if old_logp is None:
                 old = logp.detach()
@@ -171,7 +177,7 @@ class Learner:
                 num_responses=num_responses, num_tokens=num_tokens,
             )
             n = mask.sum().item()
-            entropy = vocab_parallel_entropy(logits[:, :-1] / temperature, self.vocab_size)
+            entropy = vocab_parallel_entropy(scaled, self.vocab_size)
             sums["loss"] += loss.item()
             sums["tokens"] += n
             sums["entropy"] += (entropy * mask).sum().item()

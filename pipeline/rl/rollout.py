@@ -7,7 +7,7 @@ the questions, then the results are all-gathered so every rank sees the whole st
 from __future__ import annotations
 
 import random
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
@@ -54,8 +54,10 @@ def all_gather_rollouts(local: list[Rollout]) -> list[Rollout]:
     if not dist.is_initialized() or dist.get_world_size() == 1:
         return local
     gathered = [None] * dist.get_world_size()
-    dist.all_gather_object(gathered, [asdict(r) for r in local])
-    return [Rollout(**r) for part in gathered for r in part]
+    # the Rollout objects themselves: pickling them is ~100x cheaper than dataclasses.asdict (which deep-copies
+    # every token list first), seconds per step at the paper's 1024 responses x 3000 tokens
+    dist.all_gather_object(gathered, local)
+    return [r for part in gathered for r in part]
 
 
 def build_policy_batch(rollouts: list[Rollout], adv_B: torch.Tensor, pad_id: int) -> PolicyBatch:
