@@ -66,9 +66,10 @@ class ParallelConfig:
 
 @dataclass
 class ScheduleConfig:
-    train_iters: int = 300
-    """Optimizer steps of the whole run."""
-    global_batch_size: int = 16
+    train_iters: int = 600
+    """Optimizer steps of the whole run. The tiny default needs ~600: its greedy accuracy on the synthetic test
+    questions is ~7% after 300 steps of 16 sequences and ~34% after 600 of 8 (the same tokens, similar time)."""
+    global_batch_size: int = 8
     """Sequences per optimizer step, over all data-parallel ranks (tokens per step = this x data.seq_length)."""
     micro_batch_size: int = 4
     """Sequences per forward/backward on one rank; global_batch_size / (micro_batch_size x DP) micro-batches per step."""

@@ -53,13 +53,15 @@ class PipelineRecipe:
 
 
 def tiny_cpu() -> PipelineRecipe:
-    """The whole pipeline on 2 CPU cores in well under 15 minutes: tiny Llama, synthetic math data."""
+    """The whole pipeline on 2 CPU cores in well under 15 minutes: tiny Llama, synthetic math data.
+
+    RL lr 5e-5 (docs/rl_gain: greedy accuracy 34% -> 57-61% in 40 steps, 3 seeds); at 2e-4 the tiny policy
+    collapses within 10 steps and 1e-4 sits at that edge."""
     recipe = PipelineRecipe(output_dir="outputs/tiny_pipeline")
     recipe.stage1.model.preset = "tiny"
-    recipe.stage1.schedule.train_iters = 300
     recipe.stage2 = RLConfig(
         template="none", generator="auto", questions_per_step=16, group_size=8, max_new_tokens=48,
-        max_prompt_tokens=64, lr=1e-4, bf16=False, micro_batch_size=16, steps=40, eval_every=20,
+        max_prompt_tokens=64, lr=5e-5, bf16=False, micro_batch_size=16, steps=40, eval_every=20,
         eval_max_questions=100, checkpoint_every=20, log_generations=-1,
     )
     recipe.eval = EvalTask(max_new_tokens=48, backend="vllm")

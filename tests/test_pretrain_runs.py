@@ -211,24 +211,3 @@ def _wait_for_step(out: Path, proc, step: int, timeout: float = 240) -> int:
             return max(done)
         time.sleep(0.02)
     raise AssertionError(f"no step {step} within {timeout}s")
-
-
-@pytest.mark.slow
-def test_tiny_default_halves_the_loss(tmp_path):
-    """The default stage one (tiny Llama, synthetic corpus, every schedule default) at 2 ranks: train and validation
-    loss fall below half of where they start. Minutes on 2 cores."""
-    from data_prep.synthetic import make_synthetic_dataset
-    from data_prep.tokenize_corpus import TokenizeConfig, tokenize_corpus
-
-    data = make_synthetic_dataset(tmp_path / "data", seed=0)
-    prefix = tmp_path / "tokens" / "synthetic"
-    tokenize_corpus(TokenizeConfig(corpus="jsonl", tokenizer=str(data.tokenizer), output_prefix=str(prefix),
-                                   data_files=(str(data.pretrain),), progress=False))
-    out = tmp_path / "run"
-    config = write_config({"output_dir": str(out), "model": {"tokenizer_dir": str(data.tokenizer)},
-                           "data": {"blend": [str(prefix)]}, "logging": {"progress_bar": False}},
-                          tmp_path / "default.json")
-    _ok(run(2, config, timeout=3600))
-    train, val = losses(out), losses(out, "val/loss")
-    assert train[-1] < train[0] / 2 and val[-1] < val[0] / 2
-    assert (out / "hf" / "tokenizer.json").exists()
