@@ -52,8 +52,10 @@ def machine_tag() -> str:
     return f"cpu{os.cpu_count()}"
 
 
-def write_results(name: str, results: dict, out_dir: Path = RESULTS_DIR) -> Path:
-    """Write `<out_dir>/<name>-<date>-<machine>.json` atomically; returns the path."""
+def write_results(name: str, results: dict, out_dir: Path | None = None) -> Path:
+    """Write `<out_dir>/<name>-<date>-<machine>.json` atomically; returns the path. `out_dir` defaults to
+    $BENCH_RESULTS_DIR (bench/run_all.py points it at a scratch directory and collects the files) or bench/results."""
+    out_dir = Path(out_dir or os.environ.get("BENCH_RESULTS_DIR") or RESULTS_DIR)
     out_dir.mkdir(parents=True, exist_ok=True)
     date = datetime.date.today().isoformat()
     path = out_dir / f"{name}-{date}-{machine_tag()}.json"
