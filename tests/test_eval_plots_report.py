@@ -84,6 +84,13 @@ def runs(tmp_path_factory):
             "after": write_eval(root / "eval_after" / "results.json", {"math500": 0.5, "aime24": 0.1, "amc": 0.3})}
 
 
+def test_smoothing_averages_over_steps_so_sparse_evals_stay_raw():
+    records = [{"step": s, "rollout/reward_mean": float(s)} for s in range(1, 7)]
+    records += [{"step": s, "eval/accuracy": s / 100} for s in (0, 25, 50)]
+    assert plots._series(records, "rollout/reward_mean", 3) == ([1, 2, 3, 4, 5, 6], [1.0, 1.5, 2.0, 3.0, 4.0, 5.0])
+    assert plots._series(records, "eval/accuracy", 5) == ([0, 25, 50], [0.0, 0.25, 0.5])  # one eval per window
+
+
 def test_curves_are_pngs_with_one_panel_per_metric_present(runs, tmp_path):
     from pipeline.metrics import read_metrics
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import os
+import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,8 +59,8 @@ def _series(records: list[dict], metric: str, smooth: int) -> tuple[list[float],
     points = [(r["step"], r[metric]) for r in records
               if isinstance(r.get(metric), (int, float)) and math.isfinite(r[metric])]
     xs, ys = [p[0] for p in points], [float(p[1]) for p in points]
-    if smooth > 1 and ys:  # trailing moving average
-        ys = [sum(ys[max(0, i - smooth + 1) : i + 1]) / (i + 1 - max(0, i - smooth + 1)) for i in range(len(ys))]
+    if smooth > 1:  # trailing moving average over the last `smooth` steps (not points: evals are sparse)
+        ys = [statistics.fmean(y for x, y in zip(xs, ys) if step - smooth < x <= step) for step in xs]
     return xs, ys
 
 
@@ -98,7 +99,7 @@ def plot_curves(runs: dict[str, list[dict]], path: str | Path, panels: tuple[Pan
                 xs, ys = _series(recs, metric, smooth)
                 if xs:
                     name = label if len(panel.metrics) == 1 else f"{label}: {metric_name}"
-                    ax.plot(xs, ys, style, color=colors[label], label=name, marker="o" if len(xs) < 3 else None)
+                    ax.plot(xs, ys, style, color=colors[label], label=name, marker="o" if len(xs) <= 12 else None)
         ax.set_title(panel.title, fontsize=10)
         ax.set_xlabel("step")
         ax.set_ylabel(panel.ylabel)
