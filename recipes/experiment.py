@@ -38,6 +38,7 @@ def _single(executor):
     e.launcher = None
     e.ntasks_per_node = 1
     if isinstance(e, run.SlurmExecutor):
+        _set_cpus_per_task(e, e.cpus_per_task)
         e.nodes = 1
         e.torchrun_nproc_per_node = None
         if e.gpus_per_node:
@@ -54,7 +55,16 @@ def _distributed(executor, recipe: PipelineRecipe):
         e.torchrun_nproc_per_node = recipe.ranks_per_node
         if e.gpus_per_node:
             e.gpus_per_node = recipe.ranks_per_node
+        if e.cpus_per_task:  # per rank in a recipe's executor; torchrun's one task per node holds every rank of the node
+            _set_cpus_per_task(e, e.cpus_per_task * recipe.ranks_per_node)
     return e
+
+
+def _set_cpus_per_task(e: run.SlurmExecutor, cpus: int | None) -> None:
+    if cpus:
+        e.cpus_per_task = cpus
+        # srun (SLURM >= 22.05) does not inherit sbatch's --cpus-per-task: without this its task gets one CPU
+        e.env_vars = {**e.env_vars, "SRUN_CPUS_PER_TASK": str(cpus)}
 
 
 def build_tasks(recipe: PipelineRecipe) -> list[tuple[str, run.Partial, str]]:

@@ -6,7 +6,8 @@ experiment: data -> stage one -> eval -> stage two -> eval -> report.
         recipe.stage1.model.hf_dir=/models/Llama-3.2-3B recipe.data.tokenizer_dir=/models/Llama-3.2-3B \
         recipe.stage2.train_questions=math:/data/MATH?levels=3-5 recipe.eval.suite=/data/evaluation_suite \
         run.executor=slurm run.executor.account=ACCOUNT run.executor.partition=PARTITION \
-        run.executor.container_image=nvcr.io/nvidia/pytorch:25.04-py3 'run.executor.container_mounts=["/data:/data"]'
+        run.executor.container_image=nvcr.io/nvidia/pytorch:25.04-py3 'run.executor.container_mounts=["/data:/data"]' \
+        run.executor.cpus_per_task=16                                # CPUs per rank (see `slurm` below)
 
 Any field can be overridden (`recipe.stage2.lr=1e-6`, `recipe.output_dir=...`; executor fields as
 `run.executor.FIELD=...`, e.g. `run.executor.ntasks_per_node=2 run.executor.tunnel.job_dir=...`); `--dryrun`
@@ -57,9 +58,13 @@ def local(ranks: int = 0) -> run.LocalExecutor:
 @run.cli.factory
 def slurm(account: str = "", partition: str = "", nodes: int = 1, gpus_per_node: int = 8, ranks_per_node: int = 0,
           time: str = "04:00:00", container_image: str = "", container_mounts: list[str] = [], job_dir: str = "",
-          host: str = "", user: str = "", mem: str = "", env_vars: dict = {}) -> run.Config[run.SlurmExecutor]:
+          host: str = "", user: str = "", mem: str = "", env_vars: dict = {},
+          cpus_per_task: int = 0) -> run.Config[run.SlurmExecutor]:
     """A SLURM cluster (8-GPU A100 nodes by default): submitted locally (LocalTunnel) or over SSH when `host` is
-    set. `ranks_per_node` defaults to `gpus_per_node` (set it, with gpus_per_node=0, on CPU-only nodes)."""
+    set. `ranks_per_node` defaults to `gpus_per_node` (set it, with gpus_per_node=0, on CPU-only nodes).
+    `cpus_per_task` (`run.executor.cpus_per_task=16`) is CPUs per training rank and per one-process task: torchrun
+    runs all ranks of a node in one SLURM task, which gets ranks_per_node times it. 0 takes the cluster's default,
+    often one CPU per task: on clusters that confine tasks to their CPUs set it (e.g. 16 on a 128-core 8-GPU node)."""
     if host:
         tunnel = run.Config(run.SSHTunnel, host=host, user=user, job_dir=job_dir)
     else:
@@ -68,7 +73,7 @@ def slurm(account: str = "", partition: str = "", nodes: int = 1, gpus_per_node:
                   ntasks_per_node=ranks_per_node or gpus_per_node or 1, gpus_per_node=gpus_per_node or None,
                   time=time, tunnel=tunnel, packager=run.Config(run.Packager),
                   container_image=container_image or None, container_mounts=list(container_mounts),
-                  env_vars=dict(env_vars), mem=mem or None)
+                  env_vars=dict(env_vars), mem=mem or None, cpus_per_task=cpus_per_task or None)
     return run.Config(run.SlurmExecutor, account=account, **{k: v for k, v in kwargs.items() if v is not None})
 
 

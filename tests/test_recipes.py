@@ -79,6 +79,22 @@ def test_cli_overrides_edit_the_chosen_recipe():
                  "recipe.stage2.lr=2e-6") == expected
 
 
+def test_slurm_cpus_per_task_count_per_rank_and_reach_srun():
+    """torchrun runs a node's ranks in one SLURM task, and srun does not inherit sbatch's --cpus-per-task."""
+    import fiddle as fdl
+
+    from recipes import llama3b_math_then_drgrpo as cli
+    from recipes.experiment import _distributed, _single
+    from recipes.pipeline_recipe import llama32_3b_a100
+
+    executor = fdl.build(cli.slurm(account="acct", cpus_per_task=16))
+    recipe = llama32_3b_a100()
+    train, one = _distributed(executor, recipe), _single(executor)
+    assert (train.cpus_per_task, train.env_vars["SRUN_CPUS_PER_TASK"]) == (16 * 8, "128")
+    assert (one.cpus_per_task, one.env_vars["SRUN_CPUS_PER_TASK"], one.gpus_per_node) == (16, "16", 1)
+    assert "SRUN_CPUS_PER_TASK" not in _distributed(fdl.build(cli.slurm(account="acct")), recipe).env_vars
+
+
 def _nemo_run(*args, cwd, timeout=600):
     env = dict(os.environ, HF_HUB_OFFLINE="1")
     return subprocess.run([str(Path(sys.executable).parent / "nemo-run"), str(RECIPE), *args, "--yes"], cwd=cwd,
@@ -116,11 +132,19 @@ def test_recipe_through_slurm_executor_completes(slurm_cluster, tmp_path):
     out = tmp_path / "out"
     proc = subprocess.run([str(Path(sys.executable).parent / "nemo-run"), str(RECIPE), "--yes",
                            f"recipe.output_dir={out}", *FAST, "run.executor=slurm", "run.executor.gpus_per_node=0",
-                           "run.executor.ntasks_per_node=2", "run.executor.time=00:20:00"],
+                           "run.executor.ntasks_per_node=2", "run.executor.cpus_per_task=1",
+                           "run.executor.time=00:20:00"],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1500)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     for done in ("stage1/DONE", "stage2/DONE", "eval/before/results.json", "eval/after/results.json", "report.md"):
         assert (out / done).exists(), done
-    sacct = subprocess.run(["sacct", "-n", "-X", "-o", "JobName%40,State", "-S", "now-1hour"], env=env,
+    sacct = subprocess.run(["sacct", "-n", "-P", "-o", "JobID,JobName,AllocCPUS,State", "-S", "now-1hour"], env=env,
                            capture_output=True, text=True).stdout
-    assert "COMPLETED" in sacct
+    rows = [line.split("|") for line in sacct.splitlines()]
+    jobs = {job_id: name for job_id, name, _, _ in rows if "." not in job_id}
+    stage1 = [job_id for job_id, name in jobs.items() if name.endswith("stage1")][-1]
+    eval_before = [job_id for job_id, name in jobs.items() if name.endswith("eval_before")][-1]
+    cpus = {job_id: int(n) for job_id, _, n, state in rows if state == "COMPLETED"}
+    # torchrun's one task holds both ranks: cpus_per_task=1 (per rank) gives it 2 CPUs, in the job and in its srun step
+    assert cpus[stage1] == 2 and cpus[f"{stage1}.0"] == 2, sacct
+    assert cpus[eval_before] == 1, sacct
