@@ -6,25 +6,37 @@
 #   bash docs/length_bias/run.sh STAGE1_HF_DIR DATA_DIR [OUT_DIR]
 #     STAGE1_HF_DIR  stage one's HF export (the tiny pipeline's outputs/tiny_pipeline/stage1/hf)
 #     DATA_DIR       the synthetic data (outputs/tiny_pipeline/data: rl_train.jsonl, rl_test.jsonl)
-# Writes OUT_DIR/{grpo,drgrpo}/ (default /tmp/length_bias) and, here, curves.png + results.md.
+#   SEEDS="7 8 9" STEPS=100 (defaults): one GRPO and one Dr. GRPO run per seed, the pair sharing the seed.
+# Writes OUT_DIR/{grpo,drgrpo}-s<seed>/ (default /tmp/length_bias) and, here, rl_curves.png (the first seed's
+# pair) + results.md (every run, and the mean over seeds).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 MODEL=${1:?stage-one HF dir}
 DATA=${2:?data dir}
 OUT=${3:-/tmp/length_bias}
 STEPS=${STEPS:-100}
-SEED=${SEED:-7}
+SEEDS=${SEEDS:-7 8 9}
 PY=${PYTHON:-.venv/bin/python}
 COMMON=(model_dir="$MODEL" train_questions="$DATA/rl_train.jsonl" test_questions="$DATA/rl_test.jsonl"
         eval_max_questions=100 template=none generator=vllm questions_per_step=16 group_size=8 max_new_tokens=96
-        max_prompt_tokens=64 lr=1e-4 bf16=false micro_batch_size=16 steps="$STEPS" eval_every=25
-        checkpoint_every=1000 log_generations=-1 seed="$SEED")
-for variant in grpo drgrpo; do
-  if [ "$variant" = grpo ]; then algo=(aggregation=grpo std_normalize=true); else algo=(aggregation=dr_grpo std_normalize=false); fi
-  "$PY" -m torch.distributed.run --standalone --nproc_per_node 2 -m pipeline.rl "${COMMON[@]}" "${algo[@]}" \
-    output_dir="$OUT/$variant"
+        max_prompt_tokens=64 lr=5e-5 bf16=false micro_batch_size=16 steps="$STEPS" eval_every=25
+        checkpoint_every=1000 log_generations=-1)
+runs=()
+for seed in $SEEDS; do
+  for variant in grpo drgrpo; do
+    if [ "$variant" = grpo ]; then algo=(aggregation=grpo std_normalize=true); else algo=(aggregation=dr_grpo std_normalize=false); fi
+    "$PY" -m torch.distributed.run --standalone --nproc_per_node 2 -m pipeline.rl "${COMMON[@]}" "${algo[@]}" \
+      seed="$seed" output_dir="$OUT/$variant-s$seed"
+    runs+=("$variant-s$seed=$OUT/$variant-s$seed")
+  done
 done
-"$PY" -m pipeline.eval plot --run-dir "$OUT/grpo" --run-dir "$OUT/drgrpo" --label GRPO --label "Dr. GRPO" \
-  --smooth 5 --out docs/length_bias
-"$PY" docs/length_bias/summarize.py "$OUT/grpo" "$OUT/drgrpo" > docs/length_bias/results.md
+first=${SEEDS%% *}
+"$PY" -m pipeline.eval plot --run-dir "$OUT/grpo-s$first" --run-dir "$OUT/drgrpo-s$first" \
+  --label "GRPO (seed $first)" --label "Dr. GRPO (seed $first)" --smooth 5 --out docs/length_bias
+{
+  echo "Command: \`SEEDS=\"$SEEDS\" STEPS=$STEPS bash docs/length_bias/run.sh STAGE1_HF DATA\` with the tiny default's"
+  echo "stage one (\`docs/rl_gain/run.py\` or the README main job); curves of seed $first: rl_curves.png."
+  echo
+  "$PY" docs/length_bias/summarize.py "${runs[@]}"
+} > docs/length_bias/results.md
 cat docs/length_bias/results.md
