@@ -59,7 +59,8 @@ class RLConfig:
     minibatches_per_step: int = 1
     """Optimizer steps per RL step (each on a 1/minibatches share of the responses)."""
     behaviour_logprobs: str = "learner"
-    """Old log-probs of the PPO ratio: 'learner' (recomputed before the update) or 'engine' (from sampling)."""
+    """Old log-probs of the PPO ratio: 'learner' (the learner's own: recomputed before the updates, or with one
+    update per step that update's forward pass, detached) or 'engine' (from sampling)."""
 
     # ---- optimisation
     lr: float = 1e-6
