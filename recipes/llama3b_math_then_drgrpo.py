@@ -113,7 +113,9 @@ def llama3b_math_then_drgrpo(ctx: run.cli.RunContext, recipe: PipelineRecipe = _
 
 
 if __name__ == "__main__":
-    run.cli.main(llama3b_math_then_drgrpo)
+    # At a terminal NeMo-Run shows the resolved recipe and asks before launching (`--yes` skips it); without one
+    # (scripts, CI, `install && nemo-run ...`) its prompt would abort the run with an empty error
+    run.cli.main(llama3b_math_then_drgrpo, cmd_defaults={"skip_confirmation": not sys.stdin.isatty()})
     # NeMo-Run reports bad arguments and exceptions but exits 0; the entrypoint marks a completed run
     if not _completed and not {"-h", "--help"} & set(sys.argv):
         sys.exit(1)
