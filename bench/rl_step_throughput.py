@@ -37,9 +37,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 
-from bench.common import write_results  # noqa: E402
+from bench.common import TRL_PYTHON, trl_available, write_results  # noqa: E402
 
-TRL_PYTHON = REPO / ".venv-trl" / "bin" / "python"
 PARTS = ("time/generate_s", "time/reward_s", "time/train_s", "time/sync_s")
 
 
@@ -159,12 +158,6 @@ def run_trl(model: Path, questions: Path, out: Path, args) -> dict:
         "truncation_rate": sum(s["truncated"] for s in seen) / max(1, sum(completions)),
         "torch_threads": result["torch_threads"], "versions": result["versions"], "config": result["config"],
     }
-
-
-def trl_available() -> bool:
-    if not TRL_PYTHON.exists():
-        return False
-    return subprocess.run([str(TRL_PYTHON), "-c", "import trl"], capture_output=True).returncode == 0
 
 
 def main() -> None:

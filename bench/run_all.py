@@ -37,9 +37,7 @@ from typing import Callable
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.common import RESULTS_DIR, machine_info, machine_tag  # noqa: E402
-
-TRL_PYTHON = REPO / ".venv-trl" / "bin" / "python"
+from bench.common import RESULTS_DIR, TRL_PYTHON, machine_info, machine_tag, trl_available  # noqa: E402
 
 
 def _row(benchmark: str, figure: str, value, unit: str, baseline: str | None = None, baseline_value=None,
@@ -149,11 +147,6 @@ BENCHMARKS = (
 )
 
 
-def _trl_ready() -> bool:
-    return TRL_PYTHON.exists() and subprocess.run([str(TRL_PYTHON), "-c", "import trl"],
-                                                   capture_output=True).returncode == 0
-
-
 def _trl_versions() -> dict:
     code = ("import json; from importlib import metadata as m; print(json.dumps({p: m.version(p) for p in "
             "('trl', 'transformers', 'torch', 'accelerate', 'datasets')}))")
@@ -163,13 +156,13 @@ def _trl_versions() -> dict:
 
 def ensure_trl(allow_setup: bool) -> tuple[bool, str]:
     """(ready, message): TRL's venv importable, creating it with bench/setup_trl.sh when allowed."""
-    if _trl_ready():
+    if trl_available():
         return True, "TRL venv ready"
     if not allow_setup:
         return False, "TRL venv missing and --no-trl-setup given: run `bash bench/setup_trl.sh`"
     print("[bench] TRL venv missing: bash bench/setup_trl.sh (a few minutes, needs the package index)", flush=True)
     proc = subprocess.run(["bash", str(REPO / "bench" / "setup_trl.sh")], cwd=REPO, capture_output=True, text=True)
-    if proc.returncode == 0 and _trl_ready():
+    if proc.returncode == 0 and trl_available():
         return True, "TRL venv created by bench/setup_trl.sh"
     tail = " | ".join((proc.stdout + proc.stderr).strip().splitlines()[-5:])
     return False, f"bash bench/setup_trl.sh failed (exit {proc.returncode}): {tail}"
