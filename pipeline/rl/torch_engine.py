@@ -1,4 +1,4 @@
-"""A plain PyTorch rollout engine: transformers' Llama with a KV cache and our own sampling loop.
+"""A plain PyTorch rollout engine: transformers' Llama weights, a lean batched decoder and our own sampling loop.
 
 The fallback when vLLM is not installed, and the reference for exactness tests: it samples with one seeded
 torch.Generator per call, so the same weights and seed give the same tokens on every run (exact resume).
@@ -11,10 +11,14 @@ from typing import Iterable
 import torch
 
 from pipeline.rl.generator import GeneratorSpec, Sample, SamplingSettings
+from pipeline.rl.llama_decoder import LlamaDecoder
 
 
 def _sample_next(logits_BV: torch.Tensor, sampling: SamplingSettings, gen: torch.Generator):
-    """Next tokens and their log-probs under the sampling distribution (temperature, then top-p)."""
+    """Next tokens and their log-probs under the sampling distribution (temperature, then top-p).
+
+    Sampling inverts each row's CDF at one uniform draw: one random number per row, where torch.multinomial
+    draws one per vocabulary entry (most of a small model's decode step)."""
     if sampling.temperature == 0:
         logp = torch.log_softmax(logits_BV, dim=-1)
         tokens = logits_BV.argmax(dim=-1)
@@ -27,7 +31,10 @@ def _sample_next(logits_BV: torch.Tensor, sampling: SamplingSettings, gen: torch
         sorted_logp = sorted_logp.masked_fill(drop, float("-inf"))
         logp = torch.full_like(logp, float("-inf")).scatter(-1, order, sorted_logp)
         logp = torch.log_softmax(logp, dim=-1)
-    tokens = torch.multinomial(logp.exp(), 1, generator=gen).squeeze(-1)
+    cdf = logp.double().exp().cumsum(dim=-1)  # float64: u * total never rounds up to the total
+    u = torch.rand(cdf.shape[0], 1, generator=gen, device=cdf.device, dtype=cdf.dtype) * cdf[:, -1:]
+    # right=True: the first entry whose CDF exceeds u, so a zero-probability token is never drawn
+    tokens = torch.searchsorted(cdf, u, right=True).clamp_(max=cdf.shape[-1] - 1).squeeze(-1)
     return tokens, logp.gather(-1, tokens[:, None]).squeeze(-1)
 
 
@@ -46,6 +53,7 @@ class TorchGenerator:
             eos = [*eos, self.tokenizer.eos_token_id]
         self.eos_ids = sorted({e for e in eos if e is not None})
         self.batch_size = int(spec.options.get("batch_size", 256))
+        self.decoder = LlamaDecoder(self.model)
 
     @torch.no_grad()
     def update_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> None:
@@ -76,47 +84,41 @@ class TorchGenerator:
             samples += self._generate_batch(flat[start : start + self.batch_size], sampling, gen)
         return [samples[i * sampling.n : (i + 1) * sampling.n] for i in range(len(prompts))]
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def _generate_batch(self, prompts: list[list[int]], sampling: SamplingSettings, gen) -> list[Sample]:
-        from transformers import DynamicCache
-
         B = len(prompts)
         max_len = max(len(p) for p in prompts)
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         input_ids = torch.full((B, max_len), pad, dtype=torch.long, device=self.device)
-        attention = torch.zeros((B, max_len), dtype=torch.long, device=self.device)
+        prompt_mask = torch.zeros((B, max_len), dtype=torch.long, device=self.device)
         for i, p in enumerate(prompts):  # left padding
             input_ids[i, max_len - len(p) :] = torch.tensor(p, device=self.device)
-            attention[i, max_len - len(p) :] = 1
-        cache = DynamicCache()
+            prompt_mask[i, max_len - len(p) :] = 1
+        logits = self.decoder.start(input_ids, prompt_mask, sampling.max_new_tokens)
         out_tokens = [[] for _ in range(B)]
         out_logprobs = [[] for _ in range(B)]
         finish: list[str | None] = [None] * B
         eos = set(self.eos_ids)
         active = list(range(B))  # row r of the running batch is sample active[r]
-        step_input = input_ids
-        for _ in range(sampling.max_new_tokens):
-            position_ids = (attention.cumsum(-1) - 1).clamp(min=0)[:, -step_input.shape[1] :]
-            logits = self.model(input_ids=step_input, attention_mask=attention, position_ids=position_ids,
-                                past_key_values=cache, use_cache=True).logits[:, -1, : self.vocab_size].float()
-            tokens, logps = _sample_next(logits, sampling, gen)
+        for step in range(sampling.max_new_tokens):
+            tokens, logps = _sample_next(logits[:, : self.vocab_size].float(), sampling, gen)
             keep = []
             for row, (i, token, logp) in enumerate(zip(active, tokens.tolist(), logps.tolist())):
+                if finish[i]:
+                    continue  # finished, still in the batch until enough rows have finished to drop them
                 out_tokens[i].append(token)
                 out_logprobs[i].append(logp)
                 if token in eos or (sampling.stop and self._hits_stop(out_tokens[i], sampling.stop)):
                     finish[i] = "stop"
                 else:
                     keep.append(row)
-            if not keep:
+            if not keep or step == sampling.max_new_tokens - 1:
                 break
-            step_input = tokens[:, None]
-            attention = torch.cat([attention, attention.new_ones((attention.shape[0], 1))], dim=1)
-            if len(keep) < len(active):  # drop finished rows from the batch and the cache
+            if len(keep) <= 3 * len(active) // 4:  # copying the cache pays once a quarter of the rows are done
                 index = torch.tensor(keep, device=self.device)
-                cache.batch_select_indices(index)
-                step_input, attention = step_input[index], attention[index]
-                active = [active[r] for r in keep]
+                self.decoder.keep_rows(index)
+                tokens, active = tokens[index], [active[r] for r in keep]
+            logits = self.decoder.step(tokens)
         return [
             Sample(out_tokens[i], out_logprobs[i], finish[i] or "length",
                    self.tokenizer.decode(out_tokens[i], skip_special_tokens=True))

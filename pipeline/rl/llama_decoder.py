@@ -1,0 +1,151 @@
+"""A lean batched Llama decoder for the torch rollout engine.
+
+transformers' forward spends most of a small model's decode step outside the matmuls (mask building, cache
+bookkeeping, one projection per q/k/v and gate/up). This decoder runs the same maths with fused q|k|v and
+gate|up projections, a KV cache preallocated for the whole generation, and a RoPE table computed once. It owns
+no weights: the fused projections are buffers that the transformers model's q/k/v and gate/up parameters
+become views of, so a weight update written into the transformers model is the decoder's update too.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def unsupported_reason(hf_config) -> str | None:
+    """Why this decoder cannot run the model (None when it can)."""
+    if getattr(hf_config, "model_type", None) != "llama":
+        return f"model_type {getattr(hf_config, 'model_type', None)!r} is not 'llama'"
+    if getattr(hf_config, "hidden_act", "silu") != "silu":
+        return f"hidden_act {hf_config.hidden_act!r} is not 'silu'"
+    if getattr(hf_config, "mlp_bias", False):
+        return "mlp_bias=True"
+    return None
+
+
+def _fuse(linears: list[torch.nn.Linear], name: str) -> torch.Tensor:
+    """Concatenate the modules' `name` tensors into one buffer and make each module's parameter a view of it."""
+    parts = [getattr(m, name) for m in linears]
+    fused = torch.cat([p.detach() for p in parts], dim=0)
+    start = 0
+    for m, p in zip(linears, parts):
+        rows = p.shape[0]
+        p.data = fused[start : start + rows]
+        start += rows
+    return fused
+
+
+def _linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """x @ weight.T (+ bias), computed as (weight @ x.T).T: with few rows (a decode step) MKL runs the
+    [out, in] x [in, rows] product 1.2-1.5x faster than F.linear's [rows, in] x [in, out]."""
+    rows = x.reshape(-1, x.shape[-1])
+    y = torch.mm(weight, rows.T).T if rows.shape[0] <= 64 else F.linear(rows, weight)
+    if bias is not None:
+        y = y + bias
+    return y.view(*x.shape[:-1], weight.shape[0])
+
+
+class LlamaDecoder:
+    def __init__(self, model):
+        """`model`: a transformers LlamaForCausalLM in eval mode (its q/k/v and gate/up parameters become views)."""
+        reason = unsupported_reason(model.config)
+        if reason:
+            raise ValueError(f"LlamaDecoder does not support this model: {reason}")
+        cfg = model.config
+        self.model = model
+        self.heads, self.kv_heads = cfg.num_attention_heads, cfg.num_key_value_heads
+        self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+        self.eps = cfg.rms_norm_eps
+        self.layers = []
+        for layer in model.model.layers:
+            attn, mlp = layer.self_attn, layer.mlp
+            qkv = [attn.q_proj, attn.k_proj, attn.v_proj]
+            self.layers.append(dict(
+                norm1=layer.input_layernorm.weight, norm2=layer.post_attention_layernorm.weight,
+                qkv=_fuse(qkv, "weight"), qkv_bias=_fuse(qkv, "bias") if attn.q_proj.bias is not None else None,
+                o=attn.o_proj.weight, o_bias=attn.o_proj.bias, gate_up=_fuse([mlp.gate_proj, mlp.up_proj], "weight"),
+                down=mlp.down_proj.weight,
+            ))
+        rotary = model.model.rotary_emb
+        self.inv_freq = rotary.inv_freq.detach().float()
+        self.rope_scale = float(getattr(rotary, "attention_scaling", 1.0))
+        self.scale = self.head_dim**-0.5
+
+    def _rms(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        return F.rms_norm(x, weight.shape, weight, self.eps)
+
+    def _rope(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        half = self.head_dim // 2
+        return x * cos + torch.cat((-x[..., half:], x[..., :half]), dim=-1) * sin
+
+    def start(self, input_ids: torch.Tensor, prompt_mask: torch.Tensor, max_new_tokens: int) -> torch.Tensor:
+        """Prefill left-padded prompts [B, P] (mask 1 on real tokens); return the last position's logits [B, V]."""
+        B, P = input_ids.shape
+        total = P + max_new_tokens
+        device = input_ids.device
+        L, KV, D = len(self.layers), self.kv_heads, self.head_dim
+        self.k_cache = torch.zeros(L, B, KV, total, D, device=device)
+        self.v_cache = torch.zeros(L, B, KV, total, D, device=device)
+        self.key_valid = torch.zeros(B, total, dtype=torch.bool, device=device)
+        self.key_valid[:, :P] = prompt_mask.bool()
+        freqs = torch.arange(total, device=device, dtype=torch.float32)[:, None] * self.inv_freq.to(device)
+        emb = torch.cat((freqs, freqs), dim=-1)
+        self.cos_table, self.sin_table = emb.cos() * self.rope_scale, emb.sin() * self.rope_scale
+        self.length = 0
+        self.positions = (prompt_mask.long().cumsum(-1) - 1).clamp(min=0)  # [B, P]
+        logits = self._forward(input_ids, self.positions)
+        self.positions = self.positions[:, -1:]
+        return logits
+
+    def step(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Append one token per row [B]; return the next logits [B, V]."""
+        self.positions = self.positions + 1
+        return self._forward(tokens[:, None], self.positions)
+
+    def keep_rows(self, index: torch.Tensor) -> None:
+        """Drop finished rows from the batch (index: the rows to keep, in order)."""
+        self.k_cache = self.k_cache.index_select(1, index)
+        self.v_cache = self.v_cache.index_select(1, index)
+        self.key_valid = self.key_valid.index_select(0, index)
+        self.positions = self.positions.index_select(0, index)
+
+    def _forward(self, ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        B, T = ids.shape
+        H, KV, D = self.heads, self.kv_heads, self.head_dim
+        start, end = self.length, self.length + T
+        if T == 1:
+            self.key_valid[:, start] = True
+        cos, sin = self.cos_table[positions][:, None], self.sin_table[positions][:, None]  # [B, 1, T, D]
+        keys = self.key_valid[:, None, None, :end]  # [B, 1, 1, end]
+        if T > 1:
+            keys = keys & torch.ones(T, end, dtype=torch.bool, device=ids.device).tril(diagonal=end - T)
+        bias = torch.zeros(keys.shape, device=ids.device).masked_fill_(~keys, float("-inf"))
+        h = self.model.model.embed_tokens.weight[ids]
+        for i, layer in enumerate(self.layers):
+            x = self._rms(h, layer["norm1"])
+            qkv = _linear(x, layer["qkv"], layer["qkv_bias"]).view(B, T, H + 2 * KV, D).transpose(1, 2)
+            qk = self._rope(qkv[:, : H + KV], cos, sin)  # q and k heads rotated in one pass
+            q = qk[:, :H]
+            self.k_cache[i, :, :, start:end] = qk[:, H:]
+            self.v_cache[i, :, :, start:end] = qkv[:, H + KV :]
+            context = self._attend(q, self.k_cache[i, :, :, :end], self.v_cache[i, :, :, :end], bias)
+            h = h + _linear(context.transpose(1, 2).reshape(B, T, H * D), layer["o"], layer["o_bias"])
+            gate, up = _linear(self._rms(h, layer["norm2"]), layer["gate_up"]).chunk(2, dim=-1)
+            h = h + _linear(F.silu(gate) * up, layer["down"])
+        self.length = end
+        last = self._rms(h[:, -1], self.model.model.norm.weight)
+        return _linear(last, self.model.lm_head.weight)
+
+    def _attend(self, q, k, v, bias):
+        """q [B, H, T, D], k/v [B, KV, S, D], bias [B, 1 or H, T, S] -> [B, H, T, D]; GQA by grouping query heads."""
+        B, H, T, D = q.shape
+        KV = k.shape[1]
+        q = q.reshape(B, KV, (H // KV) * T, D)
+        scores = torch.matmul(q, k.transpose(-1, -2)) * self.scale  # [B, KV, G*T, S]
+        scores = scores.view(B, KV, H // KV, T, -1) + bias[:, :, None]
+        probs = torch.softmax(scores, dim=-1)
+        if T > 1:  # left-padding query rows see no key: their NaNs would spread through the cache
+            probs = probs.nan_to_num_(0.0)
+        probs = probs.view(B, KV, (H // KV) * T, -1)
+        return torch.matmul(probs, v).view(B, H, T, D)
