@@ -4,7 +4,7 @@ budget, on this machine in one run. Also reports the share of our step spent in 
 
     bash bench/setup_trl.sh                       # once: TRL in its own venv
     .venv/bin/python bench/rl_step_throughput.py [--steps 8] [--warmup 2] [--prompts 4] [--group 8] [--max-new 64]
-        [--ours vllm:2,vllm:1,torch:2] [--rounds 1] [--no-trl]
+        [--ours torch:1,torch:2,vllm:1] [--rounds 1] [--no-trl]
 
 Both sides: prompts x group completions per step from one generation call, at most max-new tokens each, the
 same binary reward (our RewardGrader; a completion cut at the budget scores 0), one optimizer step per RL step,
@@ -167,7 +167,7 @@ def main() -> None:
     p.add_argument("--prompts", type=int, default=4)
     p.add_argument("--group", type=int, default=8)
     p.add_argument("--max-new", type=int, default=64)
-    p.add_argument("--ours", default="vllm:2,vllm:1,torch:2", help="generator:ranks runs of ours")
+    p.add_argument("--ours", default="torch:1,torch:2,vllm:1", help="generator:ranks runs of ours")
     p.add_argument("--rounds", type=int, default=1, help="alternations of TRL and ours")
     p.add_argument("--no-trl", action="store_true", help="measure ours only (no TRL venv)")
     args = p.parse_args()

@@ -138,7 +138,7 @@ BENCHMARKS = (
     Benchmark("rollout", "rollout_throughput.py", (),
               ("--prompts", "4", "--n", "4", "--max-new", "32", "--repeats", "1"), _rollout_rows, "rollout_throughput"),
     Benchmark("rl_step", "rl_step_throughput.py", ("--rounds", "2"),
-              ("--steps", "2", "--warmup", "1", "--ours", "vllm:2,torch:2"), _rl_step_rows, "rl_step_throughput"),
+              ("--steps", "2", "--warmup", "1", "--ours", "torch:1,vllm:1"), _rl_step_rows, "rl_step_throughput"),
     Benchmark("pretrain", "pretrain_throughput.py", (),
               ("--seq", "128", "--gbs", "8", "--mbs", "4", "--steps", "2", "--rounds", "1"), _pretrain_rows,
               "pretrain_throughput"),

@@ -64,7 +64,21 @@ def build_optimizer(model_chunks: list, cfg: OptimConfig, *, dtype: torch.dtype,
         clip_grad=cfg.clip_grad, bf16=dtype == torch.bfloat16, fp16=dtype == torch.float16, params_dtype=dtype,
         use_distributed_optimizer=use_distributed_optimizer,
     )
-    return get_megatron_optimizer(config, model_chunks)
+    optimizer = get_megatron_optimizer(config, model_chunks)
+    if not torch.cuda.is_available():
+        _fuse_cpu_adam(optimizer)
+    return optimizer
+
+
+def _fuse_cpu_adam(optimizer) -> None:
+    """Megatron builds torch's AdamW without `fused` on CPU, i.e. the per-parameter loop; torch's fused CPU kernel
+    does the same update ~3x faster (the loop is ~2.5% of a tiny model's step)."""
+    chained = getattr(optimizer, "chained_optimizers", None) or [optimizer]
+    for megatron_optimizer in chained:
+        inner = getattr(megatron_optimizer, "optimizer", None)
+        if isinstance(inner, torch.optim.Adam | torch.optim.AdamW):
+            for group in inner.param_groups:
+                group["foreach"], group["fused"] = False, True
 
 
 def build_scheduler(optimizer, cfg: OptimConfig, train_iters: int):
