@@ -113,39 +113,36 @@ class LlamaDecoder:
     def _forward(self, ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         B, T = ids.shape
         H, KV, D = self.heads, self.kv_heads, self.head_dim
+        G = H // KV
         start, end = self.length, self.length + T
         if T == 1:
             self.key_valid[:, start] = True
-        cos, sin = self.cos_table[positions][:, None], self.sin_table[positions][:, None]  # [B, 1, T, D]
         keys = self.key_valid[:, None, None, :end]  # [B, 1, 1, end]
         if T > 1:
             keys = keys & torch.ones(T, end, dtype=torch.bool, device=ids.device).tril(diagonal=end - T)
-        bias = torch.zeros(keys.shape, device=ids.device).masked_fill_(~keys, float("-inf"))
+        else:  # decoding: the additive mask once for all layers, per (row, KV head) as baddbmm takes it
+            bias = torch.zeros(B * KV, G, end, device=ids.device).masked_fill_(
+                ~keys.view(B, 1, 1, end).expand(B, KV, G, end).reshape(B * KV, G, end), float("-inf"))
+        cos, sin = self.cos_table[positions][:, None], self.sin_table[positions][:, None]  # [B, 1, T, D]
         h = self.model.model.embed_tokens.weight[ids]
         for i, layer in enumerate(self.layers):
             x = self._rms(h, layer["norm1"])
             qkv = _linear(x, layer["qkv"], layer["qkv_bias"]).view(B, T, H + 2 * KV, D).transpose(1, 2)
             qk = self._rope(qkv[:, : H + KV], cos, sin)  # q and k heads rotated in one pass
-            q = qk[:, :H]
             self.k_cache[i, :, :, start:end] = qk[:, H:]
             self.v_cache[i, :, :, start:end] = qkv[:, H + KV :]
-            context = self._attend(q, self.k_cache[i, :, :, :end], self.v_cache[i, :, :, :end], bias)
-            h = h + _linear(context.transpose(1, 2).reshape(B, T, H * D), layer["o"], layer["o_bias"])
+            k, v = self.k_cache[i, :, :, :end], self.v_cache[i, :, :, :end]
+            if T == 1:  # a KV head's G query heads as its G queries: one baddbmm, no K/V expansion for GQA
+                scores = torch.baddbmm(bias, qk[:, :H].reshape(B * KV, G, D),
+                                       k.reshape(B * KV, end, D).transpose(1, 2), alpha=self.scale)
+                context = torch.bmm(torch.softmax(scores, dim=-1), v.reshape(B * KV, end, D)).view(B, 1, H * D)
+            else:  # prefill; left-padding query rows see no key: their NaNs would reach the cache
+                context = F.scaled_dot_product_attention(qk[:, :H], k, v, attn_mask=keys, scale=self.scale,
+                                                         enable_gqa=KV != H).nan_to_num_(0.0)
+                context = context.transpose(1, 2).reshape(B, T, H * D)
+            h = h + _linear(context, layer["o"], layer["o_bias"])
             gate, up = _linear(self._rms(h, layer["norm2"]), layer["gate_up"]).chunk(2, dim=-1)
             h = h + _linear(F.silu(gate) * up, layer["down"])
         self.length = end
         last = self._rms(h[:, -1], self.model.model.norm.weight)
         return _linear(last, self.model.lm_head.weight)
-
-    def _attend(self, q, k, v, bias):
-        """q [B, H, T, D], k/v [B, KV, S, D], bias [B, 1 or H, T, S] -> [B, H, T, D]; GQA by grouping query heads."""
-        B, H, T, D = q.shape
-        KV = k.shape[1]
-        q = q.reshape(B, KV, (H // KV) * T, D)
-        scores = torch.matmul(q, k.transpose(-1, -2)) * self.scale  # [B, KV, G*T, S]
-        scores = scores.view(B, KV, H // KV, T, -1) + bias[:, :, None]
-        probs = torch.softmax(scores, dim=-1)
-        if T > 1:  # left-padding query rows see no key: their NaNs would spread through the cache
-            probs = probs.nan_to_num_(0.0)
-        probs = probs.view(B, KV, (H // KV) * T, -1)
-        return torch.matmul(probs, v).view(B, H, T, D)
