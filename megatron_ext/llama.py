@@ -149,14 +149,21 @@ def build_llama_model(
         get_gpt_layer_with_transformer_engine_spec,
     )
 
+    te = use_transformer_engine(transformer_engine)
+    if not te:  # the local spec's SwiGLU goes through the activation-module hook (megatron_ext.local_kernels)
+        config_overrides = {"use_te_activation_func": True, **config_overrides}
     config = transformer_config_from_hf(hf_config, tp=tp, pp=pp, dtype=dtype, **config_overrides)
-    if use_transformer_engine(transformer_engine):
+    if te:
         layer_spec = get_gpt_layer_with_transformer_engine_spec()
     else:
         from megatron_ext.attention import SDPAttention
+        from megatron_ext.local_kernels import SwiGLU, install_rope
 
         layer_spec = get_gpt_layer_local_spec(normalization="RMSNorm")
         layer_spec.submodules.self_attention.submodules.core_attention = SDPAttention
+        if config.use_te_activation_func:
+            layer_spec.submodules.mlp.submodules.activation_func = SwiGLU
+        install_rope()
     model = GPTModel(
         config=config,
         transformer_layer_spec=layer_spec,

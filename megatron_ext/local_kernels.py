@@ -1,0 +1,72 @@
+"""SwiGLU and RoPE for Megatron's local (non-transformer-engine) layers without the copies autograd adds.
+
+Megatron's unfused SwiGLU chunks fc1's output, so its backward concatenates the two gradient halves; its unfused
+RoPE chunks, negates and concatenates in the forward and concatenates again in the backward (plus a cat with an
+empty pass-through part). On a CPU those copies are ~5% of a tiny model's forward+backward. Same maths, same
+floating-point results (tests/test_megatron_llama.py compares with autograd's and transformers' outputs).
+GPU runs with transformer-engine use TE's fused kernels instead.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from megatron.core.transformer.module import MegatronModule
+
+
+class _SwiGLU(torch.autograd.Function):
+    """silu(x[..., :I]) * x[..., I:]; the backward writes both gradient halves into one buffer (no cat)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        gate, up = x.chunk(2, dim=-1)
+        ctx.save_for_backward(x)
+        return F.silu(gate) * up
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        gate, up = x.chunk(2, dim=-1)
+        grad_x = torch.empty_like(x)
+        grad_gate, grad_up = grad_x.chunk(2, dim=-1)
+        torch.ops.aten.silu_backward.grad_input(grad * up, gate, grad_input=grad_gate)
+        torch.mul(grad, F.silu(gate), out=grad_up)
+        return grad_x
+
+
+class SwiGLU(MegatronModule):
+    """The MLP activation for `use_te_activation_func=True` on the local spec: fc1's [.., 2 * ffn] -> [.., ffn]."""
+
+    def __init__(self, config):
+        super().__init__(config=config)
+
+    def forward(self, x):
+        return _SwiGLU.apply(x)
+
+
+def rope_without_copies(t: torch.Tensor, freqs: torch.Tensor, mscale: float = 1.0) -> torch.Tensor:
+    """Megatron's `_apply_rotary_pos_emb_bshd` (non-interleaved, rotary over the whole head): t * cos +
+    rotate_half(t) * sin with rotate_half(t) = roll(t, d/2) * [-1.., +1..] — one roll forward and one backward."""
+    half = t.shape[-1] // 2
+    cos = (torch.cos(freqs) * mscale).to(t.dtype)
+    sign = torch.ones(t.shape[-1], dtype=t.dtype, device=t.device)
+    sign[:half] = -1
+    sin = (torch.sin(freqs) * mscale).to(t.dtype) * sign
+    return t * cos + torch.roll(t, half, dims=-1) * sin
+
+
+def install_rope() -> None:
+    """Route Megatron's attention to `rope_without_copies` where it applies (CPU / no fused RoPE, no packed
+    sequences, full-width non-interleaved rotary); everything else goes to Megatron's own function."""
+    import megatron.core.transformer.attention as attention
+
+    original = getattr(attention.apply_rotary_pos_emb, "__wrapped_original__", attention.apply_rotary_pos_emb)
+
+    def apply_rotary_pos_emb(t, freqs, config, cu_seqlens=None, mscale=1.0, cp_group=None):
+        if (cu_seqlens is None and not config.apply_rope_fusion and not config.rotary_interleaved
+                and not config.multi_latent_attention and freqs.shape[-1] == t.shape[-1]):
+            return rope_without_copies(t, freqs, mscale)
+        return original(t, freqs, config=config, cu_seqlens=cu_seqlens, mscale=mscale, cp_group=cp_group)
+
+    apply_rotary_pos_emb.__wrapped_original__ = original
+    attention.apply_rotary_pos_emb = apply_rotary_pos_emb
