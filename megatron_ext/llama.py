@@ -157,13 +157,14 @@ def build_llama_model(
         layer_spec = get_gpt_layer_with_transformer_engine_spec()
     else:
         from megatron_ext.attention import SDPAttention
-        from megatron_ext.local_kernels import SwiGLU, install_rope
+        from megatron_ext.local_kernels import SwiGLU, install_cross_entropy, install_rope
 
         layer_spec = get_gpt_layer_local_spec(normalization="RMSNorm")
         layer_spec.submodules.self_attention.submodules.core_attention = SDPAttention
         if config.use_te_activation_func:
             layer_spec.submodules.mlp.submodules.activation_func = SwiGLU
         install_rope()
+        install_cross_entropy()
     model = GPTModel(
         config=config,
         transformer_layer_spec=layer_spec,

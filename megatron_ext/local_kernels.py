@@ -1,9 +1,10 @@
-"""SwiGLU and RoPE for Megatron's local (non-transformer-engine) layers without the copies autograd adds.
+"""SwiGLU, RoPE and the LM loss for Megatron's local (non-transformer-engine) layers, without extra copies.
 
 Megatron's unfused SwiGLU chunks fc1's output, so its backward concatenates the two gradient halves; its unfused
 RoPE chunks, negates and concatenates in the forward and concatenates again in the backward (plus a cat with an
-empty pass-through part). On a CPU those copies are ~5% of a tiny model's forward+backward. Same maths, same
-floating-point results (tests/test_megatron_llama.py compares with autograd's and transformers' outputs).
+empty pass-through part); its vocab-parallel cross entropy takes ~8 ops where one tensor-parallel rank needs
+torch's fused log-softmax + NLL. On a CPU these are ~7% of a tiny model's forward+backward. Same maths, same
+floating-point results (tests/test_local_kernels.py compares with Megatron's own and transformers' outputs).
 GPU runs with transformer-engine use TE's fused kernels instead.
 """
 
@@ -70,3 +71,23 @@ def install_rope() -> None:
 
     apply_rotary_pos_emb.__wrapped_original__ = original
     attention.apply_rotary_pos_emb = apply_rotary_pos_emb
+
+
+def install_cross_entropy() -> None:
+    """Megatron's LM loss through `F.cross_entropy` when the vocabulary is not split (one TP rank); split
+    vocabularies (and label smoothing) still go through Megatron's vocab-parallel kernel."""
+    from megatron.core import parallel_state
+    from megatron.core import tensor_parallel
+
+    original = getattr(tensor_parallel.vocab_parallel_cross_entropy, "__wrapped_original__",
+                       tensor_parallel.vocab_parallel_cross_entropy)
+
+    def vocab_parallel_cross_entropy(vocab_parallel_logits, target, label_smoothing=0.0):
+        if label_smoothing == 0.0 and parallel_state.get_tensor_model_parallel_world_size() == 1:
+            logits = vocab_parallel_logits.float()
+            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1), reduction="none")
+            return loss.view(target.shape)
+        return original(vocab_parallel_logits, target, label_smoothing)
+
+    vocab_parallel_cross_entropy.__wrapped_original__ = original
+    tensor_parallel.vocab_parallel_cross_entropy = vocab_parallel_cross_entropy

@@ -1,5 +1,5 @@
 """megatron_ext.local_kernels: SwiGLU and RoPE without autograd's copies give autograd's (and Megatron's own)
-forward and gradients exactly, and a Megatron model built on them has transformers' Llama gradients."""
+forward and gradients exactly, and a Megatron model built on them has transformers' Llama gradients and Megatron's loss."""
 
 import pytest
 import torch
@@ -51,3 +51,4 @@ def test_megatron_local_layers_have_transformers_gradients(tmp_path):
     assert r["uses_swiglu"] and r["uses_rope"]
     assert r["compared"] == r["expected"] > 0
     assert r["worst_relative_diff"] < 1e-5, r
+    assert r["lm_loss_vs_megatron_kernel"] < 1e-5 and r["ce_vs_megatron_kernel"] < 1e-5, r

@@ -1,5 +1,6 @@
 """torchrun worker (1 rank): the gradient of a log-prob loss through Megatron's local layers (with
-megatron_ext.local_kernels' SwiGLU and RoPE) against transformers' autograd gradient, per HF-named weight."""
+megatron_ext.local_kernels' SwiGLU and RoPE) against transformers' autograd gradient, per HF-named weight; and
+the LM loss (labels=...) against Megatron's own vocab-parallel kernel."""
 
 import json
 import sys
@@ -35,6 +36,18 @@ def main():
     position_ids = torch.arange(tokens.shape[1]).expand_as(tokens)
     loss_of(model(tokens, position_ids, None)).backward()
     loss_of(hf(tokens).logits).backward()
+    from megatron.core import tensor_parallel
+
+    labels = torch.roll(tokens, -1, dims=1)
+    with torch.no_grad():
+        lm_loss = model(tokens, position_ids, None, labels=labels)  # [b, s] through the installed cross entropy
+        model_logits = model(tokens, position_ids, None).transpose(0, 1).contiguous()  # [s, b, padded vocab]
+        reference_loss = tensor_parallel.vocab_parallel_cross_entropy.__wrapped_original__(
+            model_logits, labels.transpose(0, 1).contiguous()).transpose(0, 1)
+        logits = torch.randn(5, 2, 64, generator=g)
+        target = torch.randint(0, 64, (5, 2), generator=g)
+        ours = tensor_parallel.vocab_parallel_cross_entropy(logits, target)
+        megatrons = tensor_parallel.vocab_parallel_cross_entropy.__wrapped_original__(logits.clone(), target)
     for p in model.parameters():  # export the gradients under HF names: the weights' layout conversion applies
         p.data = p.grad
     megatron_grads = dict(export_hf_weights(model, include_tied_lm_head=False))
@@ -42,6 +55,8 @@ def main():
     diffs = {n: ((megatron_grads[n] - hf_grads[n]).abs().max() / hf_grads[n].abs().max().clamp(min=1e-12)).item()
              for n in hf_grads}
     result = {
+        "lm_loss_vs_megatron_kernel": (lm_loss - reference_loss).abs().max().item(),
+        "ce_vs_megatron_kernel": (ours - megatrons).abs().max().item(),
         "uses_swiglu": all(isinstance(layer.mlp.activation_func, SwiGLU) for layer in model.decoder.layers),
         "uses_rope": hasattr(attention.apply_rotary_pos_emb, "__wrapped_original__"),
         "compared": len(diffs), "expected": len(megatron_grads),
