@@ -1,4 +1,5 @@
-"""GPU paths (transformer-engine layer specs, CUDA vLLM, nccl). Skipped without CUDA; run on the device machine:
+"""GPU paths (transformer-engine layer specs, CUDA vLLM, the torch engine on CUDA, nccl). Skipped without CUDA;
+run on the device machine:
     .venv/bin/python -m pytest -q tests/test_gpu.py
 """
 
@@ -33,6 +34,15 @@ def test_transformer_engine_model_matches_transformers(model_dir, tmp_path):
 def test_cuda_vllm_logprobs_match_learner_after_sync(model_dir, tmp_path):
     pytest.importorskip("vllm")
     run_torchrun(DIST / "engine_sync_worker.py", 1, model_dir, tmp_path, 1, "vllm", timeout=900,
+                 env={"NVIDIA_TF32_OVERRIDE": "0"})
+    r = read_rank_results(tmp_path, 1)[0]
+    assert r["tokens_changed"] == [False, True, True]
+    assert max(r["max_abs_diff"]) < 1e-3
+
+
+def test_cuda_torch_engine_logprobs_match_learner_after_sync(model_dir, tmp_path):
+    """The torch engine's lean decoder on CUDA (fused projections, preallocated KV cache, baddbmm attention)."""
+    run_torchrun(DIST / "engine_sync_worker.py", 1, model_dir, tmp_path, 1, "torch", timeout=900,
                  env={"NVIDIA_TF32_OVERRIDE": "0"})
     r = read_rank_results(tmp_path, 1)[0]
     assert r["tokens_changed"] == [False, True, True]
