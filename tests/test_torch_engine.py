@@ -1,7 +1,8 @@
 """The torch rollout engine's lean decoder against transformers' Llama forward: every sampled token's log-prob
 equals the teacher-forced log-prob of transformers' model on prompt + response (left-padded prompts of different
-lengths, GQA, llama3 RoPE, attention bias, tied and untied heads, rows leaving the batch at EOS, after a weight
-update); and the sampler draws from the stated distribution (temperature, top-p)."""
+lengths, GQA, llama3 RoPE, attention bias, tied and untied heads, Qwen2, rows leaving the batch at EOS, after a
+weight update); a model it cannot run is refused with the alternatives named; and the sampler draws from the
+stated distribution (temperature, top-p)."""
 
 import pytest
 import torch
@@ -15,8 +16,34 @@ PROMPTS = [[5, 17, 30, 44, 9, 60, 71], [12, 3], [40, 41, 42, 43, 44], [7]]
 
 def make_model(tmp_path, **overrides):
     d = save_random_llama(tmp_path / "hf", tiny_llama_config(**overrides), seed=1)
+    if overrides.get("attention_bias"):  # transformers initialises biases to zero; make them matter
+        from transformers import LlamaForCausalLM
+
+        model = LlamaForCausalLM.from_pretrained(d, dtype=torch.float32)
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if name.endswith("bias"):
+                    p.normal_(0, 0.1, generator=torch.Generator().manual_seed(len(name)))
+        model.save_pretrained(d)
     save_char_tokenizer(d)
     return d
+
+
+def make_qwen2(tmp_path):
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    torch.manual_seed(2)
+    config = Qwen2Config(vocab_size=250, hidden_size=96, intermediate_size=160, num_hidden_layers=3,
+                         num_attention_heads=6, num_key_value_heads=2, max_position_embeddings=512,
+                         tie_word_embeddings=False, bos_token_id=0, eos_token_id=1)
+    model = Qwen2ForCausalLM(config).float()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("bias"):  # Qwen2's q/k/v bias start at zero; make them matter
+                p.normal_(0, 0.1)
+    model.save_pretrained(tmp_path / "qwen2")
+    save_char_tokenizer(tmp_path / "qwen2")
+    return tmp_path / "qwen2"
 
 
 def reference_logprobs(model_dir, prompts, samples, temperature=1.0):
@@ -35,9 +62,10 @@ def reference_logprobs(model_dir, prompts, samples, temperature=1.0):
     return out
 
 
-@pytest.mark.parametrize("overrides", [{}, {"tied": False, "attention_bias": True}], ids=["tied", "untied+bias"])
+@pytest.mark.parametrize("overrides", [{}, {"tied": False, "attention_bias": True}, "qwen2"],
+                         ids=["tied", "untied+bias", "qwen2"])
 def test_sampled_logprobs_match_transformers_forward(tmp_path, overrides):
-    model_dir = make_model(tmp_path, **overrides)
+    model_dir = make_qwen2(tmp_path) if overrides == "qwen2" else make_model(tmp_path, **overrides)
     engine = TorchGenerator(GeneratorSpec(str(model_dir)))
     samples = engine.generate(PROMPTS, SamplingSettings(max_new_tokens=24, temperature=0.8, n=3, seed=0))
     assert [len(g) for g in samples] == [3] * len(PROMPTS)
@@ -45,6 +73,12 @@ def test_sampled_logprobs_match_transformers_forward(tmp_path, overrides):
                for g in samples for s in g)
     for ref, ours in reference_logprobs(model_dir, PROMPTS, samples, temperature=0.8):
         torch.testing.assert_close(ours, ref, atol=2e-5, rtol=0)
+
+
+def test_a_model_the_decoder_cannot_run_is_refused_with_the_alternatives(tmp_path):
+    model_dir = make_model(tmp_path, hidden_act="gelu")
+    with pytest.raises(ValueError, match=r"hidden_act 'gelu'.*'vllm'.*'hf'"):
+        TorchGenerator(GeneratorSpec(str(model_dir)))
 
 
 def test_rows_that_stop_early_leave_the_batch_without_disturbing_the_rest(tmp_path):

@@ -13,14 +13,21 @@ import torch
 import torch.nn.functional as F
 
 
+SUPPORTED_MODEL_TYPES = ("llama", "qwen2")
+"""Llama-shaped decoders: RMSNorm, RoPE, GQA, SwiGLU; Qwen2 differs only in its q/k/v bias."""
+
+
 def unsupported_reason(hf_config) -> str | None:
     """Why this decoder cannot run the model (None when it can)."""
-    if getattr(hf_config, "model_type", None) != "llama":
-        return f"model_type {getattr(hf_config, 'model_type', None)!r} is not 'llama'"
+    model_type = getattr(hf_config, "model_type", None)
+    if model_type not in SUPPORTED_MODEL_TYPES:
+        return f"model_type {model_type!r} is not one of {list(SUPPORTED_MODEL_TYPES)}"
     if getattr(hf_config, "hidden_act", "silu") != "silu":
         return f"hidden_act {hf_config.hidden_act!r} is not 'silu'"
     if getattr(hf_config, "mlp_bias", False):
         return "mlp_bias=True"
+    if getattr(hf_config, "use_sliding_window", False):
+        return "sliding-window attention"
     return None
 
 
@@ -48,10 +55,11 @@ def _linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = N
 
 class LlamaDecoder:
     def __init__(self, model):
-        """`model`: a transformers LlamaForCausalLM in eval mode (its q/k/v and gate/up parameters become views)."""
+        """`model`: a transformers Llama (or Qwen2) causal LM in eval mode (its q/k/v and gate/up parameters become views)."""
         reason = unsupported_reason(model.config)
         if reason:
-            raise ValueError(f"LlamaDecoder does not support this model: {reason}")
+            raise ValueError(f"the torch engine's decoder does not run this model ({reason}); generate with "
+                             "vLLM (generator/backend 'vllm') or, for evaluation, transformers' generate (backend 'hf')")
         cfg = model.config
         self.model = model
         self.heads, self.kv_heads = cfg.num_attention_heads, cfg.num_key_value_heads
