@@ -38,9 +38,6 @@ class _SwiGLU(torch.autograd.Function):
 class SwiGLU(MegatronModule):
     """The MLP activation for `use_te_activation_func=True` on the local spec: fc1's [.., 2 * ffn] -> [.., ffn]."""
 
-    def __init__(self, config):
-        super().__init__(config=config)
-
     def forward(self, x):
         return _SwiGLU.apply(x)
 
