@@ -157,7 +157,7 @@ def build_llama_model(
         layer_spec = get_gpt_layer_with_transformer_engine_spec()
     else:
         from megatron_ext.attention import SDPAttention
-        from megatron_ext.local_kernels import SwiGLU, install_cross_entropy, install_rope
+        from megatron_ext.local_kernels import SwiGLU, install_cross_entropy, install_rms_norm, install_rope
 
         layer_spec = get_gpt_layer_local_spec(normalization="RMSNorm")
         layer_spec.submodules.self_attention.submodules.core_attention = SDPAttention
@@ -178,6 +178,8 @@ def build_llama_model(
         rotary_base=int(_rope_parameters(hf_config)["rope_theta"]),
     )
     model.rotary_pos_emb.inv_freq = _hf_inv_freq(hf_config).to(model.rotary_pos_emb.inv_freq.device)
+    if not te:
+        install_rms_norm(model)
     if dtype != torch.float32:
         model = model.to(dtype)
     if torch.cuda.is_available():

@@ -1,11 +1,14 @@
-"""SwiGLU, RoPE and the LM loss for Megatron's local (non-transformer-engine) layers, without extra copies.
+"""SwiGLU, RoPE, RMSNorm and the LM loss for Megatron's local (non-transformer-engine) layers, without extra
+copies.
 
 Megatron's unfused SwiGLU chunks fc1's output, so its backward concatenates the two gradient halves; its unfused
 RoPE chunks, negates and concatenates in the forward and concatenates again in the backward (plus a cat with an
-empty pass-through part); its vocab-parallel cross entropy takes ~8 ops where one tensor-parallel rank needs
-torch's fused log-softmax + NLL. On a CPU these are ~7% of a tiny model's forward+backward. Same maths, same
-floating-point results (tests/test_local_kernels.py compares with Megatron's own and transformers' outputs).
-GPU runs with transformer-engine use TE's fused kernels instead.
+empty pass-through part); torch's RMSNorm, when its input needs a gradient, runs as pow / mean / rsqrt / two
+multiplies and autograd differentiates each (~10 passes over the activations backward); its vocab-parallel
+cross entropy takes ~8 ops where one tensor-parallel rank needs torch's fused log-softmax + NLL. On a CPU these
+are ~12% of a tiny model's forward+backward. Same maths, same or nearly the same floating-point results
+(tests/test_local_kernels.py compares with Megatron's own, torch's and transformers' outputs). GPU runs with
+transformer-engine use TE's fused kernels instead.
 """
 
 from __future__ import annotations
@@ -40,6 +43,45 @@ class SwiGLU(MegatronModule):
 
     def forward(self, x):
         return _SwiGLU.apply(x)
+
+
+class _RMSNorm(torch.autograd.Function):
+    """x * rstd * w with rstd = rsqrt(mean(x^2) + eps): torch's fused forward (which also returns rstd) and a
+    hand-written backward of six passes, grad_x = rstd * (g*w - xhat * mean(g*w*xhat)), xhat = x * rstd."""
+
+    @staticmethod
+    def forward(ctx, x, weight, eps):
+        y, rstd = torch.ops.aten._fused_rms_norm(x, [x.shape[-1]], weight, eps)
+        ctx.save_for_backward(x, rstd, weight)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, rstd, weight = ctx.saved_tensors
+        hidden = x.shape[-1]
+        xhat = x * rstd
+        grad_weight_per_position = grad * xhat
+        grad_weight = grad_weight_per_position.reshape(-1, hidden).sum(0)
+        mean_term = (grad_weight_per_position @ weight).unsqueeze(-1).div_(hidden)  # mean(g * w * xhat)
+        grad_x = torch.addcmul(grad * weight, xhat, mean_term, value=-1).mul_(rstd)
+        return grad_x, grad_weight, None
+
+
+class RMSNorm(torch.nn.RMSNorm):
+    """torch.nn.RMSNorm (same parameters, same state dict) whose training forward is `_RMSNorm`."""
+
+    def forward(self, x):
+        if (self.eps is None or self.weight is None or x.dtype != torch.float32 or self.weight.dtype != torch.float32
+                or not (x.requires_grad or self.weight.requires_grad) or not torch.is_grad_enabled()):
+            return super().forward(x)  # torch's own path: inference (already fused), other dtypes, no eps / weight
+        return _RMSNorm.apply(x, self.weight, self.eps)
+
+
+def install_rms_norm(model: torch.nn.Module) -> None:
+    """Make every torch.nn.RMSNorm in `model` (Megatron's local-spec norms) an `RMSNorm`."""
+    for module in model.modules():
+        if type(module) is torch.nn.RMSNorm:
+            module.__class__ = RMSNorm
 
 
 def rope_without_copies(t: torch.Tensor, freqs: torch.Tensor, mscale: float = 1.0) -> torch.Tensor:

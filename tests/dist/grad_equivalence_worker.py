@@ -1,5 +1,5 @@
 """torchrun worker (1 rank): the gradient of a log-prob loss through Megatron's local layers (with
-megatron_ext.local_kernels' SwiGLU and RoPE) against transformers' autograd gradient, per HF-named weight; and
+megatron_ext.local_kernels' SwiGLU, RoPE and RMSNorm) against transformers' autograd gradient, per HF-named weight; and
 the LM loss (labels=...) against Megatron's own vocab-parallel kernel."""
 
 import json
@@ -18,7 +18,7 @@ def main():
     from transformers import AutoConfig, LlamaForCausalLM
 
     from megatron_ext.llama import build_llama_model
-    from megatron_ext.local_kernels import SwiGLU
+    from megatron_ext.local_kernels import RMSNorm, SwiGLU
     from megatron_ext.weights import export_hf_weights, load_hf_weights
 
     config = AutoConfig.from_pretrained(hf_dir)
@@ -58,6 +58,7 @@ def main():
         "lm_loss_vs_megatron_kernel": (lm_loss - reference_loss).abs().max().item(),
         "ce_vs_megatron_kernel": (ours - megatrons).abs().max().item(),
         "uses_swiglu": all(isinstance(layer.mlp.activation_func, SwiGLU) for layer in model.decoder.layers),
+        "uses_rms_norm": sum(isinstance(m, RMSNorm) for m in model.modules()) == 2 * config.num_hidden_layers + 1,
         "uses_rope": hasattr(attention.apply_rotary_pos_emb, "__wrapped_original__"),
         "compared": len(diffs), "expected": len(megatron_grads),
         "worst_relative_diff": max(diffs.values()), "worst": max(diffs, key=diffs.get),
