@@ -35,6 +35,7 @@ def test_megatron_matches_transformers_and_round_trips(hf_dirs, tmp_path, flavou
         assert r["logits_max_abs_diff"] < 1e-5
         assert r["logprobs_max_abs_diff"] < 1e-5
         assert r["entropy_max_abs_diff"] < 1e-5
+        assert r["joint_logprobs_max_abs_diff"] < 1e-5 and r["joint_entropy_max_abs_diff"] < 1e-5, r
     for r in results:
         assert r["export_missing"] == [] and r["export_extra"] == []
         assert r["export_not_bitwise"] == []

@@ -14,7 +14,7 @@ import torch
 import torch.distributed as dist
 
 from megatron_ext.llama import build_llama_model, unwrap_model
-from megatron_ext.logprobs import vocab_parallel_entropy, vocab_parallel_logprobs
+from megatron_ext.logprobs import vocab_parallel_logprobs, vocab_parallel_logprobs_and_entropy
 from megatron_ext.schedule import forward_backward, wrap_with_ddp
 from megatron_ext.weights import export_hf_weights, load_hf_weights
 from pipeline.rl.loss import policy_loss
@@ -163,7 +163,7 @@ class Learner:
             rows = mb["rows"]
             target = mb["tokens"][:, 1:]
             scaled = _scaled(logits[:, :-1], temperature)  # once, for the log-probs and the entropy
-            logp = vocab_parallel_logprobs(scaled, target, self.vocab_size)
+            logp, entropy = vocab_parallel_logprobs_and_entropy(scaled, target, self.vocab_size)
             mask = batch.response_mask_BS[rows][:, 1:]
             if old_logp is None:
                 old = logp.detach()
@@ -177,7 +177,6 @@ class Learner:
                 num_responses=num_responses, num_tokens=num_tokens,
             )
             n = mask.sum().item()
-            entropy = vocab_parallel_entropy(scaled, self.vocab_size)
             sums["loss"] += loss.item()
             sums["tokens"] += n
             sums["entropy"] += (entropy * mask).sum().item()

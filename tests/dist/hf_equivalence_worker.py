@@ -17,7 +17,8 @@ def main():
     from transformers import AutoConfig, LlamaForCausalLM
 
     from megatron_ext.llama import build_llama_model
-    from megatron_ext.logprobs import vocab_parallel_entropy, vocab_parallel_logprobs
+    from megatron_ext.logprobs import (vocab_parallel_entropy, vocab_parallel_logprobs,
+                                       vocab_parallel_logprobs_and_entropy)
     from megatron_ext.schedule import forward_logits
     from megatron_ext.weights import HFCheckpointReader, export_hf_weights, save_hf_checkpoint
 
@@ -48,6 +49,9 @@ def main():
         hf_entropy = -(hf_p * torch.log_softmax(hf_logits, -1)).sum(-1)
         entropy = vocab_parallel_entropy(logits_local, vocab_size=config.vocab_size)
         result["entropy_max_abs_diff"] = (entropy - hf_entropy).abs().max().item()
+        joint_logp, joint_entropy = vocab_parallel_logprobs_and_entropy(logits_local[:, :-1], target, config.vocab_size)
+        result["joint_logprobs_max_abs_diff"] = (joint_logp - hf_logp).abs().max().item()
+        result["joint_entropy_max_abs_diff"] = (joint_entropy - hf_entropy[:, :-1]).abs().max().item()
 
     reader = HFCheckpointReader(hf_dir)
     exported = dict(export_hf_weights(model))
