@@ -1,7 +1,7 @@
 """The torch rollout engine's lean decoder against transformers' Llama forward: every sampled token's log-prob
 equals the teacher-forced log-prob of transformers' model on prompt + response (left-padded prompts of different
 lengths, GQA, llama3 RoPE, attention bias, tied and untied heads, Qwen2, rows leaving the batch at EOS, after a
-weight update); a model it cannot run is refused with the alternatives named; and the sampler draws from the
+weight update, samples sharing their prompt's prefill); a model it cannot run is refused with the alternatives named; and the sampler draws from the
 stated distribution (temperature, top-p)."""
 
 import pytest
@@ -67,11 +67,13 @@ def reference_logprobs(model_dir, prompts, samples, temperature=1.0):
 def test_sampled_logprobs_match_transformers_forward(tmp_path, overrides):
     model_dir = make_qwen2(tmp_path) if overrides == "qwen2" else make_model(tmp_path, **overrides)
     engine = TorchGenerator(GeneratorSpec(str(model_dir)))
-    samples = engine.generate(PROMPTS, SamplingSettings(max_new_tokens=24, temperature=0.8, n=3, seed=0))
-    assert [len(g) for g in samples] == [3] * len(PROMPTS)
+    prompts = PROMPTS + [PROMPTS[1]]  # a repeated prompt, apart from its first copy: all six rows share one prefill
+    samples = engine.generate(prompts, SamplingSettings(max_new_tokens=24, temperature=0.8, n=3, seed=0))
+    assert [len(g) for g in samples] == [3] * len(prompts)
     assert all(len(s.token_ids) == 24 if s.finish_reason == "length" else s.token_ids[-1] in engine.eos_ids
                for g in samples for s in g)
-    for ref, ours in reference_logprobs(model_dir, PROMPTS, samples, temperature=0.8):
+    assert all(len({tuple(s.token_ids) for s in g}) == len(g) for g in samples)  # a shared prefill, own draws
+    for ref, ours in reference_logprobs(model_dir, prompts, samples, temperature=0.8):
         torch.testing.assert_close(ours, ref, atol=2e-5, rtol=0)
 
 

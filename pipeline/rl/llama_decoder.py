@@ -87,8 +87,12 @@ class LlamaDecoder:
         half = self.head_dim // 2
         return x * cos + torch.cat((-x[..., half:], x[..., :half]), dim=-1) * sin
 
-    def start(self, input_ids: torch.Tensor, prompt_mask: torch.Tensor, max_new_tokens: int) -> torch.Tensor:
-        """Prefill left-padded prompts [B, P] (mask 1 on real tokens); return the last position's logits [B, V]."""
+    def start(self, input_ids: torch.Tensor, prompt_mask: torch.Tensor, max_new_tokens: int,
+              rows: torch.Tensor | None = None) -> torch.Tensor:
+        """Prefill left-padded prompts [N, P] (mask 1 on real tokens); return the last position's logits.
+
+        `rows` [B]: row b of the generation continues prompt rows[b] (the n samples of a prompt share its
+        prefill: its KV cache is computed once and copied); default one row per prompt."""
         B, P = input_ids.shape
         total = P + max_new_tokens
         device = input_ids.device
@@ -104,6 +108,9 @@ class LlamaDecoder:
         self.positions = (prompt_mask.long().cumsum(-1) - 1).clamp(min=0)  # [B, P]
         logits = self._forward(input_ids, self.positions)
         self.positions = self.positions[:, -1:]
+        if rows is not None:
+            self.keep_rows(rows)
+            logits = logits.index_select(0, rows)
         return logits
 
     def step(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -112,7 +119,7 @@ class LlamaDecoder:
         return self._forward(tokens[:, None], self.positions)
 
     def keep_rows(self, index: torch.Tensor) -> None:
-        """Drop finished rows from the batch (index: the rows to keep, in order)."""
+        """Re-form the batch from these rows, in order (dropping finished rows, or repeating a prompt's rows)."""
         self.k_cache = self.k_cache.index_select(1, index)
         self.v_cache = self.v_cache.index_select(1, index)
         self.key_valid = self.key_valid.index_select(0, index)

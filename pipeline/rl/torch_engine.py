@@ -87,14 +87,18 @@ class TorchGenerator:
     @torch.inference_mode()
     def _generate_batch(self, prompts: list[list[int]], sampling: SamplingSettings, gen) -> list[Sample]:
         B = len(prompts)
-        max_len = max(len(p) for p in prompts)
+        unique: dict[tuple[int, ...], int] = {}  # a prompt's n samples share one prefill
+        rows = [unique.setdefault(tuple(p), len(unique)) for p in prompts]
+        distinct = [list(p) for p in unique]
+        max_len = max(len(p) for p in distinct)
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-        input_ids = torch.full((B, max_len), pad, dtype=torch.long, device=self.device)
-        prompt_mask = torch.zeros((B, max_len), dtype=torch.long, device=self.device)
-        for i, p in enumerate(prompts):  # left padding
+        input_ids = torch.full((len(distinct), max_len), pad, dtype=torch.long, device=self.device)
+        prompt_mask = torch.zeros((len(distinct), max_len), dtype=torch.long, device=self.device)
+        for i, p in enumerate(distinct):  # left padding
             input_ids[i, max_len - len(p) :] = torch.tensor(p, device=self.device)
             prompt_mask[i, max_len - len(p) :] = 1
-        logits = self.decoder.start(input_ids, prompt_mask, sampling.max_new_tokens)
+        logits = self.decoder.start(input_ids, prompt_mask, sampling.max_new_tokens,
+                                    rows=None if len(distinct) == B else torch.tensor(rows, device=self.device))
         out_tokens = [[] for _ in range(B)]
         out_logprobs = [[] for _ in range(B)]
         finish: list[str | None] = [None] * B
