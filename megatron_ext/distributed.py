@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from megatron_ext import cpu_compat
+from megatron_ext import cpu_compat, cpu_malloc
 
 
 @dataclass(frozen=True)
@@ -60,6 +60,7 @@ def init_distributed(tp: int = 1, pp: int = 1, seed: int = 1234, timeout_s: int 
     on_gpu = torch.cuda.is_available()
     if not on_gpu:
         cpu_compat.apply()
+        cpu_malloc.retain_freed_memory()
     if not dist.is_initialized():
         os.environ.setdefault("RANK", "0")
         os.environ.setdefault("WORLD_SIZE", "1")
