@@ -13,6 +13,8 @@ import torch.nn.functional as F
 from megatron.core.transformer.enums import AttnMaskType
 from megatron.core.transformer.module import MegatronModule
 
+from megatron_ext import shared_prefix
+
 
 class SDPAttention(MegatronModule):
     def __init__(self, config, layer_number: int, attn_mask_type: AttnMaskType, attention_type: str,
@@ -30,6 +32,12 @@ class SDPAttention(MegatronModule):
         """query [sq, b, np, hn], key/value [sk, b, ng, hn] -> context [sq, b, np * hn]."""
         if packed_seq_params is not None or attention_bias is not None:
             raise ValueError("SDPAttention supports neither packed sequences nor attention bias")
+        layout = shared_prefix.active()
+        if layout is not None:
+            if attention_mask is not None:
+                raise ValueError("the shared-prefix layout builds its own attention mask; pass attention_mask=None")
+            return shared_prefix.attention(query, key, value, layout, scale=self.softmax_scale,
+                                           dropout_p=self.dropout_p if self.training else 0.0)
         sq, b, np_, hn = query.shape
         sk = key.shape[0]
         q, k, v = (t.permute(1, 2, 0, 3) for t in (query, key, value))  # [b, heads, s, hn]

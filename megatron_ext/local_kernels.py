@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from megatron.core.transformer.module import MegatronModule
 
+from megatron_ext import shared_prefix
+
 
 class _SwiGLU(torch.autograd.Function):
     """silu(x[..., :I]) * x[..., I:]; the backward writes both gradient halves into one buffer (no cat)."""
@@ -103,8 +105,14 @@ def install_rope() -> None:
     original = getattr(attention.apply_rotary_pos_emb, "__wrapped_original__", attention.apply_rotary_pos_emb)
 
     def apply_rotary_pos_emb(t, freqs, config, cu_seqlens=None, mscale=1.0, cp_group=None):
-        if (cu_seqlens is None and not config.apply_rope_fusion and not config.rotary_interleaved
-                and not config.multi_latent_attention and freqs.shape[-1] == t.shape[-1]):
+        plain = (cu_seqlens is None and not config.apply_rope_fusion and not config.rotary_interleaved
+                 and not config.multi_latent_attention and freqs.shape[-1] == t.shape[-1])
+        layout = shared_prefix.active()
+        if layout is not None:
+            if not plain:
+                raise ValueError("the shared-prefix layout needs unfused, non-interleaved, full-width RoPE")
+            return rope_without_copies(t, shared_prefix.rope_freqs(freqs, layout), mscale)
+        if plain:
             return rope_without_copies(t, freqs, mscale)
         return original(t, freqs, config=config, cu_seqlens=cu_seqlens, mscale=mscale, cp_group=cp_group)
 

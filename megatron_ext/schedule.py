@@ -1,10 +1,11 @@
 """Running micro-batches through a (possibly pipelined) Megatron model with Megatron's own schedules.
 
 `forward_backward` wraps `get_forward_backward_func()` so the same call works at PP=1 and PP>1: each
-micro-batch is a dict holding `tokens` [b, s] (and whatever the loss function needs), the loss function gets
-this rank's vocab-parallel logits [b, s, V/tp] on the last stage and returns (loss, metrics dict). Losses are
-summed over micro-batches as returned (no division by their number): callers normalise, which is what the RL
-loss with its constant Dr. GRPO normaliser needs.
+micro-batch is a dict holding `tokens` [b, s] (with a `layout` when they are in megatron_ext.shared_prefix's
+layout) and whatever the loss function needs; the loss function gets this rank's vocab-parallel logits
+[b, s, V/tp] on the last stage and returns (loss, metrics dict). Losses are summed over micro-batches as
+returned (no division by their number): callers normalise, which is what the RL loss with its constant Dr. GRPO
+normaliser needs.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from __future__ import annotations
 from typing import Callable
 
 import torch
+
+from megatron_ext import shared_prefix
 
 
 def _position_ids(tokens_BS: torch.Tensor) -> torch.Tensor:
@@ -38,7 +41,8 @@ def forward_backward(
     def forward_step(data_iterator, chunk):
         mb = next(data_iterator)
         tokens = mb["tokens"]
-        output = chunk(tokens, _position_ids(tokens), None)
+        with shared_prefix.use(mb.get("layout")):  # a micro-batch in megatron_ext.shared_prefix's layout
+            output = chunk(tokens, _position_ids(tokens), None)
 
         def loss_func(logits_BSV):
             loss, metrics = loss_fn(logits_BSV, mb)

@@ -76,6 +76,11 @@ class RLConfig:
     pp: int = 1
     micro_batch_size: int = 8
     """Responses per forward/backward micro-batch on each data-parallel rank."""
+    shared_prompt_update: bool = True
+    """Run each group's prompt once in the update, its G responses attending to that one copy
+    (megatron_ext.shared_prefix): the same loss and gradients for 1/G of the prompt's compute. Applies when
+    micro-batches hold whole groups and the learner has Megatron's local layers (CPU); otherwise one row per
+    response, as with False."""
     threads_per_rank: int = 0
     """torch threads per rank on CPU (0: cores / ranks)."""
 

@@ -3,7 +3,8 @@
 Every rank holds its shard. A `PolicyBatch` is this data-parallel rank's share of a step's responses, already
 padded to one length (pipeline stages exchange fixed-size activations). Losses come from
 `pipeline.rl.loss.policy_loss` on vocab-parallel log-probs, normalised by the counts of the whole step so
-that micro-batching and data parallelism never change the gradient.
+that micro-batching and data parallelism never change the gradient. Where micro-batches hold whole groups, the
+update runs in megatron_ext.shared_prefix's layout: each group's prompt once, the same loss and gradients.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from megatron_ext import shared_prefix
 from megatron_ext.llama import build_llama_model, unwrap_model
 from megatron_ext.logprobs import vocab_parallel_logprobs, vocab_parallel_logprobs_and_entropy
 from megatron_ext.schedule import forward_backward, wrap_with_ddp
@@ -150,6 +152,20 @@ class Learner:
             "train/grad_norm": float(sum(grad_norms) / len(grad_norms)),
         }
 
+    def _shared_prompt_microbatches(self, batch: PolicyBatch) -> list[dict] | None:
+        """Micro-batches in the shared-prompt layout, or None where it does not apply (see the config field)."""
+        from megatron_ext.attention import SDPAttention
+
+        cfg = self.cfg
+        gpt = unwrap_model(self.model)
+        local_layers = bool(gpt.decoder.layers) and isinstance(gpt.decoder.layers[0].self_attention.core_attention,
+                                                               SDPAttention)
+        if not (cfg.shared_prompt_update and local_layers and cfg.group_size > 1
+                and cfg.micro_batch_size % cfg.group_size == 0 and batch.size % cfg.group_size == 0):
+            return None
+        packed = shared_prefix.pack_groups(batch.tokens_BS, batch.response_mask_BS, cfg.group_size)
+        return None if packed is None else shared_prefix.microbatches(packed, cfg.micro_batch_size)
+
     def _update(self, batch, old_logp, ref_logp, num_responses, num_tokens, sums) -> float:
         """One optimizer step. `old_logp` None: on-policy, the behaviour log-probs are this forward pass's own
         (detached), and their gap to the engine's is measured here."""
@@ -158,22 +174,35 @@ class Learner:
         self.model.zero_grad_buffer()
         self.optimizer.zero_grad()
         temperature = cfg.temperature
+        microbatches = self._shared_prompt_microbatches(batch) or self._microbatches(batch)
 
         def loss_fn(logits, mb):
             rows = mb["rows"]
-            target = mb["tokens"][:, 1:]
-            scaled = _scaled(logits[:, :-1], temperature)  # once, for the log-probs and the entropy
+            if "layout" in mb:  # shared prompt: each response token's predicting logits, response-major [b, R]
+                vocab = logits.shape[-1]
+                predicting = logits.reshape(-1, vocab).index_select(0, mb["source_index"].reshape(-1))
+                predicting = predicting.view(*mb["source_index"].shape, vocab)
+                target, mask = mb["response_tokens"], mb["response_mask"]
+
+                def at_tokens(per_position_BS):
+                    return per_position_BS[rows].gather(1, mb["position_index"])
+            else:  # one row per response: position t's logits predict token t + 1
+                predicting, target, mask = logits[:, :-1], mb["tokens"][:, 1:], batch.response_mask_BS[rows][:, 1:]
+
+                def at_tokens(per_position_BS):
+                    return per_position_BS[rows][:, 1:]
+            scaled = _scaled(predicting, temperature)  # once, for the log-probs and the entropy
             logp, entropy = vocab_parallel_logprobs_and_entropy(scaled, target, self.vocab_size)
-            mask = batch.response_mask_BS[rows][:, 1:]
+            engine_logp = at_tokens(batch.engine_logp_BS)
             if old_logp is None:
                 old = logp.detach()
-                sums["logp_mismatch"] += ((old - batch.engine_logp_BS[rows][:, 1:]).abs() * mask).sum().item()
+                sums["logp_mismatch"] += ((old - engine_logp).abs() * mask).sum().item()
             else:
-                old = old_logp[rows][:, 1:]
+                old = at_tokens(old_logp)
             loss, metrics = policy_loss(
                 logp, old, batch.adv_B[rows], mask, clip_eps=cfg.clip_eps,
                 aggregation=cfg.aggregation, max_new_tokens=cfg.max_new_tokens, kl_coef=cfg.kl_coef,
-                ref_logp_BT=ref_logp[rows][:, 1:] if ref_logp is not None else None,
+                ref_logp_BT=at_tokens(ref_logp) if ref_logp is not None else None,
                 num_responses=num_responses, num_tokens=num_tokens,
             )
             n = mask.sum().item()
@@ -185,7 +214,7 @@ class Learner:
             sums["kl_ref"] += float(metrics.get("kl_ref", 0.0)) * n
             return loss, {}
 
-        forward_backward([self.model], self._microbatches(batch), loss_fn, forward_only=False)
+        forward_backward([self.model], microbatches, loss_fn, forward_only=False)
         ok, grad_norm, _ = self.optimizer.step()
         if not ok:
             raise FloatingPointError("optimizer step skipped: non-finite gradients")
