@@ -67,10 +67,12 @@ def attention(query, key, value, layout: SharedPrefixLayout, *, scale=None, drop
     P, R, G = layout.prompt_len, layout.response_len, layout.group_size
     if S != P + G * R:
         raise ValueError(f"shared-prefix layout of {P} + {G} x {R} positions, but the sequence has {S}")
-    q, k, v = (t.permute(1, 2, 0, 3) for t in (query, key, value))  # [b, heads, S, hn]
+    # [b, heads, S, hn] split into prompt and responses (a slice's backward would zero-fill a full-size gradient)
+    (q_prompt, q_responses), (k_prompt, k_responses), (v_prompt, v_responses) = (
+        t.permute(1, 2, 0, 3).split([P, G * R], dim=2) for t in (query, key, value))
     gqa = ng != np_
     # The prompt part: causal (its right padding sees the real tokens before it, so no row is empty).
-    prompt = F.scaled_dot_product_attention(q[:, :, :P], k[:, :, :P], v[:, :, :P], is_causal=True, scale=scale,
+    prompt = F.scaled_dot_product_attention(q_prompt, k_prompt, v_prompt, is_causal=True, scale=scale,
                                             dropout_p=dropout_p, enable_gqa=gqa)
 
     def per_response(t):  # [b, heads, G * R, hn] -> [b * G, heads, R, hn]
@@ -79,12 +81,12 @@ def attention(query, key, value, layout: SharedPrefixLayout, *, scale=None, drop
     def prompt_copies(t):  # [b, heads, P, hn] -> [b * G, heads, P, hn]: what each response sees of its prompt
         return t.unsqueeze(1).expand(b, G, *t.shape[1:]).flatten(0, 1)
 
-    keys = torch.cat([prompt_copies(k[:, :, :P]), per_response(k[:, :, P:])], dim=2)  # [b * G, ng, P + R, hn]
-    values = torch.cat([prompt_copies(v[:, :, :P]), per_response(v[:, :, P:])], dim=2)
-    causal = torch.ones(R, R, dtype=torch.bool, device=q.device).tril()
+    keys = torch.cat([prompt_copies(k_prompt), per_response(k_responses)], dim=2)  # [b * G, ng, P + R, hn]
+    values = torch.cat([prompt_copies(v_prompt), per_response(v_responses)], dim=2)
+    causal = torch.ones(R, R, dtype=torch.bool, device=query.device).tril()
     mask = torch.cat([layout.prompt_valid_bP.repeat_interleave(G, dim=0)[:, None, None, :].expand(b * G, 1, R, P),
                       causal.expand(b * G, 1, R, R)], dim=-1)  # [b * G, 1, R, P + R]
-    responses = F.scaled_dot_product_attention(per_response(q[:, :, P:]), keys, values, attn_mask=mask, scale=scale,
+    responses = F.scaled_dot_product_attention(per_response(q_responses), keys, values, attn_mask=mask, scale=scale,
                                                dropout_p=dropout_p, enable_gqa=gqa)  # [b * G, np, R, hn]
     responses = responses.unflatten(0, (b, G)).transpose(1, 2).flatten(2, 3)  # [b, np, G * R, hn]
     context = torch.cat([prompt, responses], dim=2)  # [b, np, S, hn]
