@@ -86,15 +86,21 @@ def install_rms_norm(model: torch.nn.Module) -> None:
             module.__class__ = RMSNorm
 
 
-def rope_without_copies(t: torch.Tensor, freqs: torch.Tensor, mscale: float = 1.0) -> torch.Tensor:
-    """Megatron's `_apply_rotary_pos_emb_bshd` (non-interleaved, rotary over the whole head): t * cos +
-    rotate_half(t) * sin with rotate_half(t) = roll(t, d/2) * [-1.., +1..] — one roll forward and one backward."""
-    half = t.shape[-1] // 2
-    cos = (torch.cos(freqs) * mscale).to(t.dtype)
-    sign = torch.ones(t.shape[-1], dtype=t.dtype, device=t.device)
+def rope_tables(freqs: torch.Tensor, dtype: torch.dtype, mscale: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and signed sin of RoPE angles `freqs` [.., d]: the sin is negated on the first half (rotate_half's sign)."""
+    half = freqs.shape[-1] // 2
+    cos = (torch.cos(freqs) * mscale).to(dtype)
+    sign = torch.ones(freqs.shape[-1], dtype=dtype, device=freqs.device)
     sign[:half] = -1
-    sin = (torch.sin(freqs) * mscale).to(t.dtype) * sign
-    return t * cos + torch.roll(t, half, dims=-1) * sin
+    return cos, (torch.sin(freqs) * mscale).to(dtype) * sign
+
+
+def rope_without_copies(t: torch.Tensor, freqs: torch.Tensor, mscale: float = 1.0, tables=None) -> torch.Tensor:
+    """Megatron's `_apply_rotary_pos_emb_bshd` (non-interleaved, rotary over the whole head): t * cos +
+    rotate_half(t) * sin with rotate_half(t) = roll(t, d/2) * [-1.., +1..] — one roll forward and one backward.
+    `tables`: `rope_tables(freqs, t.dtype, mscale)`, when the caller already has them."""
+    cos, signed_sin = tables if tables is not None else rope_tables(freqs, t.dtype, mscale)
+    return t * cos + torch.roll(t, t.shape[-1] // 2, dims=-1) * signed_sin
 
 
 def install_rope() -> None:
@@ -111,7 +117,10 @@ def install_rope() -> None:
         if layout is not None:
             if not plain:
                 raise ValueError("the shared-prefix layout needs unfused, non-interleaved, full-width RoPE")
-            return rope_without_copies(t, shared_prefix.rope_freqs(freqs, layout), mscale)
+            key = ("rope", freqs.data_ptr(), tuple(freqs.shape), t.dtype, mscale)  # q and k of every layer share them
+            if key not in layout.cache:
+                layout.cache[key] = rope_tables(shared_prefix.rope_freqs(freqs, layout), t.dtype, mscale)
+            return rope_without_copies(t, None, tables=layout.cache[key])
         if plain:
             return rope_without_copies(t, freqs, mscale)
         return original(t, freqs, config=config, cu_seqlens=cu_seqlens, mscale=mscale, cp_group=cp_group)

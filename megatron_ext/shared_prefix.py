@@ -17,7 +17,7 @@ follow it, so the layout needs Megatron's local (non-transformer-engine) layers.
 from __future__ import annotations
 
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -35,6 +35,8 @@ class SharedPrefixLayout:
     """Each packed token's position in its own prompt + response sequence, [S, b] (Megatron's sequence-first)."""
     prompt_valid_bP: torch.Tensor
     """True on the real prompt tokens of each row, [b, P] (False on its right padding)."""
+    cache: dict = field(default_factory=dict, repr=False, compare=False)
+    """What every layer's attention and RoPE derive from the layout (masks, RoPE tables), built once per forward."""
 
 
 _active: SharedPrefixLayout | None = None
@@ -83,9 +85,13 @@ def attention(query, key, value, layout: SharedPrefixLayout, *, scale=None, drop
 
     keys = torch.cat([prompt_copies(k_prompt), per_response(k_responses)], dim=2)  # [b * G, ng, P + R, hn]
     values = torch.cat([prompt_copies(v_prompt), per_response(v_responses)], dim=2)
-    causal = torch.ones(R, R, dtype=torch.bool, device=query.device).tril()
-    mask = torch.cat([layout.prompt_valid_bP.repeat_interleave(G, dim=0)[:, None, None, :].expand(b * G, 1, R, P),
-                      causal.expand(b * G, 1, R, R)], dim=-1)  # [b * G, 1, R, P + R]
+    if "response_mask" not in layout.cache:  # additive: 0 where a response query sees the key, -inf elsewhere
+        causal = torch.ones(R, R, dtype=torch.bool, device=query.device).tril()
+        sees = torch.cat([layout.prompt_valid_bP.repeat_interleave(G, dim=0)[:, None, None, :].expand(b * G, 1, R, P),
+                          causal.expand(b * G, 1, R, R)], dim=-1)  # [b * G, 1, R, P + R]
+        layout.cache["response_mask"] = torch.zeros(sees.shape, dtype=query.dtype, device=query.device).masked_fill_(
+            ~sees, float("-inf"))
+    mask = layout.cache["response_mask"]
     responses = F.scaled_dot_product_attention(per_response(q_responses), keys, values, attn_mask=mask, scale=scale,
                                                dropout_p=dropout_p, enable_gqa=gqa)  # [b * G, np, R, hn]
     responses = responses.unflatten(0, (b, G)).transpose(1, 2).flatten(2, 3)  # [b, np, G * R, hn]
