@@ -95,12 +95,15 @@ def rope_tables(freqs: torch.Tensor, dtype: torch.dtype, mscale: float = 1.0) ->
     return cos, (torch.sin(freqs) * mscale).to(dtype) * sign
 
 
-def rope_without_copies(t: torch.Tensor, freqs: torch.Tensor, mscale: float = 1.0, tables=None) -> torch.Tensor:
-    """Megatron's `_apply_rotary_pos_emb_bshd` (non-interleaved, rotary over the whole head): t * cos +
-    rotate_half(t) * sin with rotate_half(t) = roll(t, d/2) * [-1.., +1..] — one roll forward and one backward.
-    `tables`: `rope_tables(freqs, t.dtype, mscale)`, when the caller already has them."""
-    cos, signed_sin = tables if tables is not None else rope_tables(freqs, t.dtype, mscale)
+def rotate(t: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor) -> torch.Tensor:
+    """t * cos + rotate_half(t) * sin, with rotate_half(t) = roll(t, d/2) * [-1.., +1..] (`rope_tables`' sign)."""
     return t * cos + torch.roll(t, t.shape[-1] // 2, dims=-1) * signed_sin
+
+
+def rope_without_copies(t: torch.Tensor, freqs: torch.Tensor, mscale: float = 1.0) -> torch.Tensor:
+    """Megatron's `_apply_rotary_pos_emb_bshd` (non-interleaved, rotary over the whole head) with one roll
+    forward and one backward instead of chunk / neg / cat."""
+    return rotate(t, *rope_tables(freqs, t.dtype, mscale))
 
 
 def install_rope() -> None:
@@ -117,10 +120,10 @@ def install_rope() -> None:
         if layout is not None:
             if not plain:
                 raise ValueError("the shared-prefix layout needs unfused, non-interleaved, full-width RoPE")
-            key = ("rope", freqs.data_ptr(), tuple(freqs.shape), t.dtype, mscale)  # q and k of every layer share them
+            key = ("rope", t.dtype, mscale)  # one forward's q and k of every layer share them
             if key not in layout.cache:
                 layout.cache[key] = rope_tables(shared_prefix.rope_freqs(freqs, layout), t.dtype, mscale)
-            return rope_without_copies(t, None, tables=layout.cache[key])
+            return rotate(t, *layout.cache[key])
         if plain:
             return rope_without_copies(t, freqs, mscale)
         return original(t, freqs, config=config, cu_seqlens=cu_seqlens, mscale=mscale, cp_group=cp_group)

@@ -64,6 +64,10 @@ class Learner:
         load_hf_weights(model, hf_dir)
         distributed_optimizer = on_gpu and layout.dp > 1
         self.model = wrap_with_ddp(model, use_distributed_optimizer=distributed_optimizer)
+        from megatron_ext.attention import SDPAttention
+
+        self.local_layers = bool(model.decoder.layers) and isinstance(
+            model.decoder.layers[0].self_attention.core_attention, SDPAttention)  # shared_prefix's attention
         optim = OptimConfig(lr=cfg.lr, min_lr=cfg.lr, warmup_iters=0, decay_style="constant",
                             adam_beta1=cfg.adam_betas[0], adam_beta2=cfg.adam_betas[1], adam_eps=cfg.adam_eps,
                             weight_decay=cfg.weight_decay, clip_grad=cfg.grad_clip)
@@ -154,14 +158,9 @@ class Learner:
 
     def _shared_prompt_microbatches(self, batch: PolicyBatch) -> list[dict] | None:
         """Micro-batches in the shared-prompt layout, or None where it does not apply (see the config field)."""
-        from megatron_ext.attention import SDPAttention
-
         cfg = self.cfg
-        gpt = unwrap_model(self.model)
-        local_layers = bool(gpt.decoder.layers) and isinstance(gpt.decoder.layers[0].self_attention.core_attention,
-                                                               SDPAttention)
-        if not (cfg.shared_prompt_update and local_layers and cfg.group_size > 1
-                and cfg.micro_batch_size % cfg.group_size == 0 and batch.size % cfg.group_size == 0):
+        if not (cfg.shared_prompt_update and self.local_layers and cfg.group_size > 1
+                and cfg.micro_batch_size % cfg.group_size == 0):
             return None
         packed = shared_prefix.pack_groups(batch.tokens_BS, batch.response_mask_BS, cfg.group_size)
         return None if packed is None else shared_prefix.microbatches(packed, cfg.micro_batch_size)
