@@ -1,15 +1,37 @@
 """The torch rollout engine's lean decoder against transformers' Llama forward: every sampled token's log-prob
 equals the teacher-forced log-prob of transformers' model on prompt + response (left-padded prompts of different
 lengths, GQA, llama3 RoPE, attention bias, tied and untied heads, Qwen2, rows leaving the batch at EOS, after a
-weight update, samples sharing their prompt's prefill); a model it cannot run is refused with the alternatives named; and the sampler draws from the
-stated distribution (temperature, top-p)."""
+weight update, samples sharing their prompt's prefill), with the fused CPU decode kernels and with torch ops; the
+kernels' decode steps equal the torch-op path's; without a compiler the engine says so and decodes with torch ops;
+a model it cannot run is refused with the alternatives named; and the sampler draws from the stated distribution
+(temperature, top-p), in torch ops and in the kernel."""
+
+import shutil
 
 import pytest
 import torch
 
+from pipeline.rl import decode_kernels
 from pipeline.rl.generator import GeneratorSpec, SamplingSettings
+from pipeline.rl.llama_decoder import LlamaDecoder
 from pipeline.rl.torch_engine import TorchGenerator, _sample_next
 from tiny_models import save_char_tokenizer, save_random_llama, tiny_llama_config
+
+
+def require_kernels():
+    """The compiled decode kernels; a failed build is a failure where a compiler and ninja exist."""
+    module = decode_kernels.load()
+    if module is None:
+        if shutil.which("g++") or shutil.which("c++"):
+            pytest.fail(f"the decode kernels did not build: {decode_kernels.failure()}")
+        pytest.skip("no C++ compiler here: the fused decode kernels cannot be built")
+    return module
+
+
+def engine_spec(model_dir, fused: bool) -> GeneratorSpec:
+    if fused:
+        require_kernels()
+    return GeneratorSpec(str(model_dir), options={"fused_kernels": fused})
 
 PROMPTS = [[5, 17, 30, 44, 9, 60, 71], [12, 3], [40, 41, 42, 43, 44], [7]]
 
@@ -62,11 +84,13 @@ def reference_logprobs(model_dir, prompts, samples, temperature=1.0):
     return out
 
 
+@pytest.mark.parametrize("fused", [True, False], ids=["kernels", "torch-ops"])
 @pytest.mark.parametrize("overrides", [{}, {"tied": False, "attention_bias": True}, "qwen2"],
                          ids=["tied", "untied+bias", "qwen2"])
-def test_sampled_logprobs_match_transformers_forward(tmp_path, overrides):
+def test_sampled_logprobs_match_transformers_forward(tmp_path, overrides, fused):
     model_dir = make_qwen2(tmp_path) if overrides == "qwen2" else make_model(tmp_path, **overrides)
-    engine = TorchGenerator(GeneratorSpec(str(model_dir)))
+    engine = TorchGenerator(engine_spec(model_dir, fused))
+    assert (engine.decoder.kernels is not None) == fused
     prompts = PROMPTS + [PROMPTS[1]]  # a repeated prompt, apart from its first copy: all six rows share one prefill
     samples = engine.generate(prompts, SamplingSettings(max_new_tokens=24, temperature=0.8, n=3, seed=0))
     assert [len(g) for g in samples] == [3] * len(prompts)
@@ -83,9 +107,10 @@ def test_a_model_the_decoder_cannot_run_is_refused_with_the_alternatives(tmp_pat
         TorchGenerator(GeneratorSpec(str(model_dir)))
 
 
-def test_rows_that_stop_early_leave_the_batch_without_disturbing_the_rest(tmp_path):
+@pytest.mark.parametrize("fused", [True, False], ids=["kernels", "torch-ops"])
+def test_rows_that_stop_early_leave_the_batch_without_disturbing_the_rest(tmp_path, fused):
     model_dir = make_model(tmp_path)
-    engine = TorchGenerator(GeneratorSpec(str(model_dir)))
+    engine = TorchGenerator(engine_spec(model_dir, fused))
     sampling = SamplingSettings(max_new_tokens=30, n=4, seed=3)
     free = [s for g in engine.generate(PROMPTS, sampling) for s in g]
     # make the tokens that rows sample most often early on EOS tokens: those rows stop there, the others run on
@@ -119,13 +144,15 @@ def test_weight_update_reaches_the_decoder(tmp_path):
         torch.testing.assert_close(ours, ref, atol=2e-5, rtol=0)
 
 
+@pytest.mark.parametrize("fused", [True, False], ids=["kernel", "torch-ops"])
 @pytest.mark.parametrize("temperature,top_p", [(1.0, 1.0), (0.7, 1.0), (1.0, 0.6)])
-def test_sampler_draws_from_the_stated_distribution(temperature, top_p):
+def test_sampler_draws_from_the_stated_distribution(temperature, top_p, fused):
+    kernels = require_kernels() if fused else None
     torch.manual_seed(0)
     logits = torch.randn(1, 12) * 2
     n = 40_000
     sampling = SamplingSettings(max_new_tokens=1, temperature=temperature, top_p=top_p)
-    tokens, logps = _sample_next(logits.expand(n, -1), sampling, torch.Generator().manual_seed(1))
+    tokens, logps = _sample_next(logits.expand(n, -1), sampling, torch.Generator().manual_seed(1), kernels)
     probs = torch.softmax(logits[0] / temperature, -1)
     if top_p < 1.0:  # the smallest set of most likely tokens whose mass reaches top_p, renormalised
         order = probs.argsort(descending=True)
@@ -137,3 +164,85 @@ def test_sampler_draws_from_the_stated_distribution(temperature, top_p):
     freq = torch.bincount(tokens, minlength=12).double() / n
     assert (freq - probs.double()).abs().max() < 4 * (0.25 / n) ** 0.5 + 1e-9  # 4 sigma of a frequency
     torch.testing.assert_close(logps, probs.log()[tokens], atol=1e-5, rtol=0)
+
+
+def test_the_sampling_kernel_draws_the_torch_samplers_tokens_from_the_same_uniforms():
+    kernels = require_kernels()
+    torch.manual_seed(0)
+    logits = (torch.randn(300, 64) * 3).T  # [rows, V] as the decoder returns it: a view of [V, rows]
+    sampling = SamplingSettings(max_new_tokens=1, temperature=0.8)
+    plain = _sample_next(logits, sampling, torch.Generator().manual_seed(7))
+    fused = _sample_next(logits, sampling, torch.Generator().manual_seed(7), kernels)
+    assert torch.equal(fused[0], plain[0])
+    torch.testing.assert_close(fused[1], plain[1], atol=2e-6, rtol=0)
+
+
+@pytest.mark.parametrize("shape", ["gqa", "head_dim_36", "qwen2"])
+def test_fused_decode_steps_equal_the_torch_op_path(tmp_path, shape):
+    """Step by step, from the same caches: GQA 3:1 (head_dim 16), head_dim 36 (a 32-wide block and a tail),
+    Qwen2's q/k/v bias; left-padded prompts, a prompt repeated across rows, rows dropped mid-way, and more than
+    32 cached positions (the blocked score loop and its tail)."""
+    from transformers import AutoModelForCausalLM
+
+    kernels = require_kernels()
+    if shape == "qwen2":
+        model_dir = make_qwen2(tmp_path)
+    else:
+        model_dir = make_model(tmp_path, **({} if shape == "gqa" else
+                                             {"head_dim": 36, "num_attention_heads": 4, "num_key_value_heads": 4}))
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    plain, fused = LlamaDecoder(model), LlamaDecoder(model, kernels=kernels)
+    max_len, new_tokens = max(len(p) for p in PROMPTS), 40
+    ids = torch.zeros(len(PROMPTS), max_len, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for i, p in enumerate(PROMPTS):
+        ids[i, max_len - len(p):] = torch.tensor(p)
+        mask[i, max_len - len(p):] = 1
+    rows = torch.tensor([0, 0, 1, 2, 3, 3])
+    generator = torch.Generator().manual_seed(0)
+    with torch.inference_mode():
+        expected, got = plain.start(ids, mask, new_tokens, rows=rows), fused.start(ids, mask, new_tokens, rows=rows)
+        torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+        for step in range(new_tokens - 1):
+            if step == 12:
+                keep = torch.tensor([0, 2, 3, 5])
+                plain.keep_rows(keep)
+                fused.keep_rows(keep)
+            tokens = torch.randint(2, model.config.vocab_size, (expected.shape[0] if step != 12 else 4,),
+                                   generator=generator)
+            expected, got = plain.step(tokens), fused.step(tokens)
+            torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5, msg=lambda m: f"step {step}: {m}")
+
+
+def test_the_kernels_refuse_tensors_they_cannot_read_naming_the_argument():
+    kernels = require_kernels()
+    with pytest.raises(RuntimeError, match="hidden must be a contiguous float32"):
+        kernels.add_rms_norm(torch.randn(4, 3).T, None, torch.randn(3), 1e-5)
+    with pytest.raises(RuntimeError, match=r"qkv .* must be \[\(H \+ 2 KV\) \* D, B\]"):
+        kernels.decode_attention(torch.randn(10, 2), torch.zeros(2, 1, 4, 8), torch.zeros(2, 1, 8, 4),
+                                 torch.zeros(8, 4), torch.zeros(8, 4), torch.zeros(2, dtype=torch.long),
+                                 torch.zeros(2, 8, dtype=torch.bool), 2, 0, 0.5)
+    with pytest.raises(RuntimeError, match="position 9 outside the RoPE table"):
+        kernels.decode_attention(torch.randn(16, 2), torch.zeros(2, 1, 4, 8), torch.zeros(2, 1, 8, 4),
+                                 torch.zeros(8, 4), torch.zeros(8, 4), torch.tensor([0, 9]),
+                                 torch.zeros(2, 8, dtype=torch.bool), 2, 0, 0.5)
+    with pytest.raises(RuntimeError, match=r"token id 7 outside \[0, 5\)"):
+        kernels.embed(torch.randn(5, 3), torch.tensor([1, 7]))
+
+
+def test_without_a_compiler_the_engine_says_why_and_decodes_with_torch_ops(tmp_path, monkeypatch):
+    import torch.utils.cpp_extension
+
+    def no_ninja(**kwargs):
+        raise RuntimeError("Ninja is required to load C++ extensions")
+
+    monkeypatch.setattr(decode_kernels, "_loaded", None)
+    monkeypatch.setattr(decode_kernels, "_failure", None)
+    monkeypatch.setattr(torch.utils.cpp_extension, "load", no_ninja)
+    model_dir = make_model(tmp_path)
+    with pytest.warns(UserWarning, match=r"could not be built \(RuntimeError: Ninja is required.*torch ops instead"):
+        engine = TorchGenerator(GeneratorSpec(str(model_dir)))
+    assert engine.decoder.kernels is None and "Ninja" in decode_kernels.failure()
+    samples = engine.generate(PROMPTS, SamplingSettings(max_new_tokens=8, n=2, seed=0))
+    for ref, ours in reference_logprobs(model_dir, PROMPTS, samples):
+        torch.testing.assert_close(ours, ref, atol=2e-5, rtol=0)

@@ -5,6 +5,8 @@ bookkeeping, one projection per q/k/v and gate/up). This decoder runs the same m
 gate|up projections, a KV cache preallocated for the whole generation, and a RoPE table computed once. It owns
 no weights: the fused projections are buffers that the transformers model's q/k/v and gate/up parameters
 become views of, so a weight update written into the transformers model is the decoder's update too.
+With `kernels` (pipeline.rl.decode_kernels' compiled module, on CPU) a decode step runs fused kernels on
+feature-major activations instead of torch ops: the same maths, checked against this file's torch path.
 """
 
 from __future__ import annotations
@@ -54,8 +56,9 @@ def _linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = N
 
 
 class LlamaDecoder:
-    def __init__(self, model):
-        """`model`: a transformers Llama (or Qwen2) causal LM in eval mode (its q/k/v and gate/up parameters become views)."""
+    def __init__(self, model, kernels=None):
+        """`model`: a transformers Llama (or Qwen2) causal LM in eval mode (its q/k/v and gate/up parameters become
+        views); `kernels`: the fused decode kernels' module (None: torch ops)."""
         reason = unsupported_reason(model.config)
         if reason:
             raise ValueError(f"the torch engine's decoder does not run this model ({reason}); generate with "
@@ -79,6 +82,7 @@ class LlamaDecoder:
         self.inv_freq = rotary.inv_freq.detach().float()
         self.rope_scale = float(getattr(rotary, "attention_scaling", 1.0))
         self.scale = self.head_dim**-0.5
+        self.kernels = kernels
 
     def _rms(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         return F.rms_norm(x, weight.shape, weight, self.eps)
@@ -97,7 +101,8 @@ class LlamaDecoder:
         total = P + max_new_tokens
         device = input_ids.device
         L, KV, D = len(self.layers), self.kv_heads, self.head_dim
-        self.k_cache = torch.zeros(L, B, KV, total, D, device=device)
+        # the fused kernels keep keys transposed, [.., D, total]: a query's scores are then contiguous
+        self.k_cache = torch.zeros((L, B, KV, D, total) if self.kernels is not None else (L, B, KV, total, D), device=device)
         self.v_cache = torch.zeros(L, B, KV, total, D, device=device)
         self.key_valid = torch.zeros(B, total, dtype=torch.bool, device=device)
         self.key_valid[:, :P] = prompt_mask.bool()
@@ -116,6 +121,8 @@ class LlamaDecoder:
     def step(self, tokens: torch.Tensor) -> torch.Tensor:
         """Append one token per row [B]; return the next logits [B, V]."""
         self.positions = self.positions + 1
+        if self.kernels is not None:
+            return self._decode_fused(tokens)
         return self._forward(tokens[:, None], self.positions)
 
     def keep_rows(self, index: torch.Tensor) -> None:
@@ -144,9 +151,14 @@ class LlamaDecoder:
             x = self._rms(h, layer["norm1"])
             qkv = _linear(x, layer["qkv"], layer["qkv_bias"]).view(B, T, H + 2 * KV, D).transpose(1, 2)
             qk = self._rope(qkv[:, : H + KV], cos, sin)  # q and k heads rotated in one pass
-            self.k_cache[i, :, :, start:end] = qk[:, H:]
+            if self.kernels is not None:  # keys transposed
+                self.k_cache[i, :, :, :, start:end] = qk[:, H:].transpose(-1, -2)
+                k = self.k_cache[i, :, :, :, :end].transpose(-1, -2)
+            else:
+                self.k_cache[i, :, :, start:end] = qk[:, H:]
+                k = self.k_cache[i, :, :, :end]
             self.v_cache[i, :, :, start:end] = qkv[:, H + KV :]
-            k, v = self.k_cache[i, :, :, :end], self.v_cache[i, :, :, :end]
+            v = self.v_cache[i, :, :, :end]
             if T == 1:  # a KV head's G query heads as its G queries: one baddbmm, no K/V expansion for GQA
                 scores = torch.baddbmm(bias, qk[:, :H].reshape(B * KV, G, D),
                                        k.reshape(B * KV, end, D).transpose(1, 2), alpha=self.scale)
@@ -161,3 +173,26 @@ class LlamaDecoder:
         self.length = end
         last = self._rms(h[:, -1], self.model.model.norm.weight)
         return _linear(last, self.model.lm_head.weight)
+
+    def _decode_fused(self, tokens: torch.Tensor) -> torch.Tensor:
+        """One decode step in the fused kernels, activations [features, rows]; the next logits [B, V]."""
+        kernels, layers = self.kernels, self.layers
+        start = self.length
+        positions = self.positions.view(-1)
+        h = kernels.embed(self.model.model.embed_tokens.weight, tokens)
+        x = kernels.add_rms_norm(h, None, layers[0]["norm1"], self.eps)
+        for i, layer in enumerate(layers):  # x and context token-major [rows, features], the rest feature-major
+            qkv = torch.mm(layer["qkv"], x.T)
+            if layer["qkv_bias"] is not None:
+                qkv += layer["qkv_bias"][:, None]
+            context = kernels.decode_attention(qkv, self.k_cache[i], self.v_cache[i], self.cos_table, self.sin_table,
+                                               positions, self.key_valid, self.heads, start, self.scale)
+            out = torch.mm(layer["o"], context.T)
+            if layer["o_bias"] is not None:
+                out += layer["o_bias"][:, None]
+            x = kernels.add_rms_norm(h, out, layer["norm2"], self.eps)
+            down = torch.mm(layer["down"], kernels.silu_mul(torch.mm(layer["gate_up"], x.T)))
+            next_norm = layers[i + 1]["norm1"] if i + 1 < len(layers) else self.model.model.norm.weight
+            x = kernels.add_rms_norm(h, down, next_norm, self.eps)
+        self.length = start + 1
+        return torch.mm(self.model.lm_head.weight, x.T).T

