@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -35,10 +36,13 @@ def load(*, verbose: bool = False):
         from torch.utils.cpp_extension import load as build
 
         _put_interpreter_bin_on_path()  # the pip-installed ninja lives beside the interpreter
-
+        started = time.monotonic()
         _loaded = build(name=f"pipeline_decode_kernels_{_cpu_key()}", sources=[str(SOURCE)],
                         extra_cflags=["-O3", "-march=native", "-fopenmp", "-fno-math-errno", "-fno-trapping-math"],
                         extra_ldflags=["-fopenmp"], verbose=verbose)
+        if time.monotonic() - started > 5:  # a build, not a cached load
+            print(f"[decode kernels] compiled {SOURCE.name} in {time.monotonic() - started:.0f} s (once per machine "
+                  "and source version)", file=sys.stderr)
     except Exception as exc:  # no compiler, no ninja, a read-only cache: the torch path still works
         _failure = f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}"
         warnings.warn(f"the torch engine's fused decode kernels ({SOURCE.name}) could not be built ({_failure}); "
