@@ -75,9 +75,11 @@ def main() -> None:
     s2 = recipe.stage2
     generator = s2.generator
     if generator == "auto":
-        import importlib.util
+        import torch
 
-        generator = "auto (vLLM)" if importlib.util.find_spec("vllm") else "auto (torch engine)"
+        from pipeline.rl.generator import vllm_available
+
+        generator = "auto (vLLM)" if torch.cuda.is_available() and vllm_available() else "auto (torch engine)"
     lines = [
         "# Dr. GRPO on the tiny default: held-out greedy accuracy before and after stage two",
         "",

