@@ -55,7 +55,7 @@ class PipelineRecipe:
 def tiny_cpu() -> PipelineRecipe:
     """The whole pipeline on 2 CPU cores in well under 15 minutes: tiny Llama, synthetic math data.
 
-    RL lr 5e-5 (docs/rl_gain: greedy accuracy 34% -> 57-61% in 40 steps, 3 seeds); at 2e-4 the tiny policy
+    RL lr 5e-5 (docs/rl_gain: greedy accuracy 31% -> 47-54% in 40 steps, 3 seeds); at 2e-4 the tiny policy
     collapses within 10 steps and 1e-4 sits at that edge."""
     recipe = PipelineRecipe(output_dir="outputs/tiny_pipeline")
     recipe.stage1.model.preset = "tiny"

@@ -1,6 +1,6 @@
 """Does Dr. GRPO raise held-out greedy accuracy on the tiny default? Stage one once, then stage two per seed.
 
-    .venv/bin/python docs/rl_gain/run.py [--out /tmp/rl_gain] [--seeds 0 1 2]
+    .venv/bin/python docs/rl_gain/run.py [--out /tmp/rl_gain] [--seeds 0 1 2] [--reuse-stage1]
 
 Everything comes from the `tiny_cpu` recipe (recipes/pipeline_recipe.py), as the README's main job runs it:
 synthetic data, the tiny stage one, then its Dr. GRPO settings with only the seed changed and the greedy
@@ -15,6 +15,7 @@ import argparse
 import dataclasses
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -41,7 +42,13 @@ def main() -> None:
     p.add_argument("--out", default="/tmp/rl_gain")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--ranks", type=int, default=2)
+    p.add_argument("--reuse-stage1", action="store_true",
+                   help="reuse OUT/stage1's model (made by an earlier run, maybe from older code)")
     args = p.parse_args()
+    if Path(args.out).exists() and any(Path(args.out).iterdir()) and not args.reuse_stage1:
+        raise SystemExit(f"{args.out} is not empty: an earlier run's stage-one model and stage-two runs would be "
+                         "reused (a stage-two run resumes from its checkpoints). Pass a new --out, or "
+                         "--reuse-stage1 to keep its stage-one model and rerun stage two.")
 
     recipe = tiny_cpu()
     recipe.output_dir, recipe.ranks_per_node = args.out, args.ranks
@@ -57,6 +64,7 @@ def main() -> None:
     runs = []
     for seed in args.seeds:
         run_dir = out / f"seed_{seed}"
+        shutil.rmtree(run_dir, ignore_errors=True)  # an earlier run's checkpoints would be resumed
         cfg = dataclasses.replace(recipe.stage2, seed=seed, output_dir=str(run_dir), eval_max_questions=0,
                                   eval_every=10)
         config = out / f"seed_{seed}.json"
