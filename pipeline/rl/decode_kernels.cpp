@@ -27,7 +27,7 @@ constexpr int64_t kMaxHeadDim = 512;
 // exp(x) for x <= 0 by Cephes' range reduction and degree-6 polynomial (relative error ~1e-7), written as plain
 // float arithmetic so that loops over it vectorise. x is clamped at -87 (exp(-87) ~ 1.6e-38 stands for 0); no
 // upper clamp: a compiler splits a clamp into branches and computes each, and exp(88)'s branch turned SiLU's
-// quotient denormal, a microcode assist per element (15x slower).
+// quotient denormal, a microcode assist per element (15x slower). Callers pass -|g| or a shifted score.
 inline float exp_nonpositive(float x) {
   x = std::max(x, -87.0f);
   const float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;  // round(x / ln 2)
@@ -52,8 +52,8 @@ void check_float(const at::Tensor& t, const char* name) {
               t.is_contiguous() ? "" : ", non-contiguous", ")");
 }
 
-void add_rms_norm_columns(float* h, const float* delta, const float* weight, float* out,
-                                       int64_t features, int64_t rows, int64_t r0, int64_t r1, float eps) {
+void add_rms_norm_columns(float* h, const float* delta, const float* weight, float* out, int64_t features,
+                          int64_t rows, int64_t r0, int64_t r1, float eps) {
   std::vector<float> sum_sq(r1 - r0, 0.0f);
   float* ss = sum_sq.data() - r0;
   for (int64_t c = 0; c < features; ++c) {
@@ -81,14 +81,14 @@ void silu_mul_range(const float* gate, const float* up, float* out, int64_t i0, 
 }
 
 struct AttentionArgs {
-  const float* qkv;       // [(H + 2 KV) * D, B]
-  float* k_cache;         // [B, KV, D, total]
-  float* v_cache;         // [B, KV, total, D]
-  const float* cos;       // [positions, D]
+  const float* qkv;          // [(H + 2 KV) * D, B]
+  float* k_cache;            // [B, KV, D, total]
+  float* v_cache;            // [B, KV, total, D]
+  const float* cos;          // [positions, D]
   const float* sin;
   const int64_t* positions;  // [B]
-  bool* key_valid;        // [B, total]
-  float* out;             // [B, H * D]
+  bool* key_valid;           // [B, total]
+  float* out;                // [B, H * D]
   int64_t B, H, KV, D, total, start;
   float scale;
 };
