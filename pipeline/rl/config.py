@@ -35,7 +35,8 @@ class RLConfig:
     generator: str = "auto"
     """Rollout engine: vllm, torch, auto (vLLM on a GPU where importable, else torch) or 'module:Class'."""
     generator_options: dict = field(default_factory=dict)
-    """Engine-specific settings, e.g. {'gpu_memory_utilization': 0.35}."""
+    """Engine-specific settings, e.g. vLLM's {'gpu_memory_utilization': 0.35}, the torch engine's
+    {'batch_size': 256, 'fused_kernels': True}."""
     questions_per_step: int = 128
     """Questions sampled per RL step (the rollout batch)."""
     group_size: int = 8
