@@ -107,6 +107,11 @@ def test_a_model_the_decoder_cannot_run_is_refused_with_the_alternatives(tmp_pat
         TorchGenerator(GeneratorSpec(str(model_dir)))
 
 
+def test_a_fused_kernels_option_that_is_not_a_boolean_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="generator_options.fused_kernels must be true or false, got 'false'"):
+        TorchGenerator(GeneratorSpec(str(make_model(tmp_path)), options={"fused_kernels": "false"}))
+
+
 @pytest.mark.parametrize("fused", [True, False], ids=["kernels", "torch-ops"])
 def test_rows_that_stop_early_leave_the_batch_without_disturbing_the_rest(tmp_path, fused):
     model_dir = make_model(tmp_path)

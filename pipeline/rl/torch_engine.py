@@ -60,8 +60,11 @@ class TorchGenerator:
             eos = [*eos, self.tokenizer.eos_token_id]
         self.eos_ids = sorted({e for e in eos if e is not None})
         self.batch_size = int(spec.options.get("batch_size", 256))
+        fused = spec.options.get("fused_kernels", True)
+        if not isinstance(fused, bool):  # a string "false" would otherwise read as true
+            raise ValueError(f"generator_options.fused_kernels must be true or false, got {fused!r}")
         kernels = None
-        if self.device.type == "cpu" and spec.options.get("fused_kernels", True):
+        if self.device.type == "cpu" and fused:
             from pipeline.rl import decode_kernels
 
             kernels = decode_kernels.load()
