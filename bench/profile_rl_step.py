@@ -33,8 +33,8 @@ PHASES = (
     ("train", ("train (pipeline/rl/learner.py", "build_policy_batch (pipeline/rl/rollout.py")),
     ("sync", ("update_weights (pipeline/rl/", "export_weights (pipeline/rl/learner.py")),
     ("metrics/log", ("log (pipeline/metrics.py", "rollout_metrics (pipeline/rl/stats.py",
-                     "_log_generations (pipeline/rl/controller.py", "_any_rank (pipeline/rl/controller.py",
-                     "_sum_over_ranks (pipeline/rl/controller.py")),
+                     "_log_generations (pipeline/rl/controller.py", "any_rank (megatron_ext/distributed.py",
+                     "sum_over_ranks (megatron_ext/distributed.py")),
 )
 
 
@@ -106,7 +106,8 @@ def main() -> None:
         cfg = dict(model_dir=str(model), output_dir=str(run), train_questions=str(questions), template="none",
                    generator=args.generator, questions_per_step=args.prompts, group_size=args.group,
                    max_new_tokens=args.max_new, steps=args.steps, eval_every=10**6, checkpoint_every=10**6,
-                   micro_batch_size=args.prompts * args.group // args.ranks, lr=1e-6, seed=0, log_generations=0)
+                   micro_batch_size=args.prompts * args.group // args.ranks, minibatches_per_step=1,
+                   lr=1e-6, seed=0, log_generations=0)
         (tmp / "cfg.json").write_text(json.dumps(cfg))
         env = dict(os.environ, PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1",
                    OMP_NUM_THREADS=str(max(1, (os.cpu_count() or 1) // args.ranks)))

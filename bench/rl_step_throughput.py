@@ -106,8 +106,8 @@ def run_ours(model: Path, questions: Path, out: Path, *, ranks: int, generator: 
     cfg = dict(model_dir=str(model), output_dir=str(out), train_questions=str(questions), template="none",
                generator=generator, questions_per_step=args.prompts, group_size=args.group,
                max_new_tokens=args.max_new, steps=args.steps + args.warmup, eval_every=10**6,
-               checkpoint_every=10**6, micro_batch_size=args.prompts * args.group // ranks, lr=1e-6, seed=0,
-               log_generations=0)
+               checkpoint_every=10**6, micro_batch_size=args.prompts * args.group // ranks,
+               minibatches_per_step=1, lr=1e-6, seed=0, log_generations=0)  # one update per generate, as TRL's
     config = out.with_suffix(".json")
     config.write_text(json.dumps(cfg))
     env = dict(os.environ, PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1",

@@ -3,12 +3,13 @@
 Megatron-core assumes CUDA in a few dozen places: `torch.cuda.current_device()` used as a device,
 `device="cuda"` literals in schedules / DDP / optimizers, `.cuda()` calls, `param.type() ==
 "torch.cuda.FloatTensor"` checks, the CUDA RNG tracker and a causal mask built on the GPU. `apply()` patches
-exactly those, once per process, and only when CUDA is unavailable:
+exactly those, once per process, and only when CUDA is unavailable. "The device" below is the CPU, or the simulated
+accelerator (megatron_ext.simulated_accelerator) when the run uses one:
 
-- `torch.cuda.current_device()` returns the CPU device; `Tensor.cuda()` returns the tensor itself (in a process
-  without CUDA it could only raise); synchronize / Event / RNG-state calls become CPU equivalents.
+- `torch.cuda.current_device()` returns the device; `Tensor.cuda()` moves a tensor there (on the CPU: returns it
+  itself); synchronize / Event / RNG-state calls become CPU equivalents.
 - Inside `megatron.*` modules (also ones imported later), the module-global name `torch` is a thin proxy
-  whose tensor factories map `device="cuda"` to the CPU. Nothing outside Megatron sees it, and the hot path
+  whose tensor factories map `device="cuda"` to the device. Nothing outside Megatron sees it, and the hot path
   (layers, autograd) pays nothing: a global TorchFunctionMode doing the same cost ~23% of step time.
 - The three Megatron functions that assert CUDA tensor type strings run with `Tensor.type()` reporting
   `torch.cuda.*` for the duration of the call.
@@ -28,6 +29,7 @@ from functools import lru_cache
 import torch
 
 _applied = False
+_device = torch.device("cpu")
 _FACTORIES = ("zeros", "ones", "empty", "full", "tensor", "arange", "rand", "randn", "randint", "as_tensor",
               "zeros_like", "ones_like", "empty_like", "full_like", "randn_like", "rand_like", "linspace")
 
@@ -66,14 +68,14 @@ def _cpu_factory(fn):
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         if _is_cuda(kwargs.get("device")):
-            kwargs["device"] = "cpu"
+            kwargs["device"] = _device
         return fn(*args, **kwargs)
 
     return wrapper
 
 
 class _CpuTorch(types.ModuleType):
-    """`torch` as Megatron modules see it on CPU: everything delegated, factories CUDA -> CPU."""
+    """`torch` as Megatron modules see it on CPU: everything delegated, factories CUDA -> the device."""
 
     def __init__(self):
         super().__init__("torch")
@@ -121,7 +123,7 @@ def _cuda_type_strings():
     def cuda_type(self, *args, **kwargs):
         if args or kwargs:
             return original(self, *args, **kwargs)
-        return original(self).replace("torch.", "torch.cuda.", 1)
+        return "torch.cuda." + original(self).rsplit(".", 1)[-1]  # torch.FloatTensor, torch.sim.FloatTensor
 
     torch.Tensor.type = cuda_type
     try:
@@ -139,20 +141,25 @@ def _with_cuda_type_strings(fn):
     return wrapper
 
 
-def apply() -> bool:
-    """Patch torch.cuda / megatron-core for CPU execution. No-op (returns False) when CUDA is available."""
-    global _applied, _CPU_TORCH
+def apply(device: torch.device | None = None) -> bool:
+    """Patch torch.cuda / megatron-core for execution on `device` (default the CPU; the simulated accelerator's
+    device in a run that uses it). No-op (returns False) when CUDA is available."""
+    global _applied, _CPU_TORCH, _device
     if torch.cuda.is_available():
         return False
+    device = torch.device(device or "cpu")
     if _applied:
+        if device != _device:
+            raise RuntimeError(f"cpu_compat already applied for {_device}, asked again for {device}")
         return True
-    torch.cuda.current_device = lambda: torch.device("cpu")
+    _device = device
+    torch.cuda.current_device = lambda: _device
     torch.cuda.synchronize = lambda device=None: None
     torch.cuda.Event = _CpuEvent
     torch.cuda.get_rng_state = lambda device="cuda": torch.get_rng_state()
     torch.cuda.manual_seed = lambda seed: torch.default_generator.manual_seed(int(seed))
     torch.cuda.manual_seed_all = lambda seed: torch.default_generator.manual_seed(int(seed))
-    torch.Tensor.cuda = lambda self, *args, **kwargs: self
+    torch.Tensor.cuda = lambda self, *args, **kwargs: self.to(_device)
 
     _CPU_TORCH = _CpuTorch()
     for name, module in list(sys.modules.items()):
@@ -172,7 +179,7 @@ def apply() -> bool:
 
     @lru_cache(maxsize=None)
     def get_default_causal_mask(sq: int) -> torch.Tensor:
-        return torch.triu(torch.ones(sq, sq, dtype=torch.bool), diagonal=1)
+        return torch.triu(torch.ones(sq, sq, dtype=torch.bool, device=_device), diagonal=1)
 
     transformer_utils.get_default_causal_mask = get_default_causal_mask
     fused_softmax.get_default_causal_mask = get_default_causal_mask
@@ -188,10 +195,16 @@ def apply() -> bool:
     return True
 
 
+def device() -> torch.device:
+    """Where Megatron's `device="cuda"` tensors go in this process (the CPU until `apply` says otherwise)."""
+    return _device
+
+
 def cpu_transformer_config_overrides() -> dict:
-    """TransformerConfig fields that must be off on CPU (fused CUDA kernels, TE-only paths)."""
+    """TransformerConfig fields that must be off on CPU (fused CUDA kernels, TE-only paths). On the simulated
+    accelerator parameters are made on the device, as on a GPU (Megatron moves some with `param.data = ...`)."""
     return dict(
-        use_cpu_initialization=True,
+        use_cpu_initialization=_device.type == "cpu",
         gradient_accumulation_fusion=False,
         masked_softmax_fusion=False,
         bias_activation_fusion=False,

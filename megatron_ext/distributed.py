@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from megatron_ext import cpu_compat, cpu_malloc
+from megatron_ext import cpu_compat, cpu_malloc, simulated_accelerator
 
 
 @dataclass(frozen=True)
@@ -54,12 +54,16 @@ def init_distributed(tp: int = 1, pp: int = 1, seed: int = 1234, timeout_s: int 
 
     Works under torchrun / srun+torchrun (reads RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PORT) and as a plain
     single process (world of one). Idempotent: a second call with the same sizes returns the same layout.
+    The layout's `device` is where the run's tensors live: this rank's GPU, the CPU, or with
+    MEGATRON_EXT_SIMULATED_ACCELERATOR=1 on a CPU machine the simulated accelerator (which refuses host tensors as
+    CUDA and NCCL do; megatron_ext.simulated_accelerator).
     """
     from megatron.core import parallel_state, tensor_parallel
 
     on_gpu = torch.cuda.is_available()
     if not on_gpu:
-        cpu_compat.apply()
+        device = simulated_accelerator.enable() if simulated_accelerator.requested() else torch.device("cpu")
+        cpu_compat.apply(device)
         cpu_malloc.retain_freed_memory()
     if not dist.is_initialized():
         os.environ.setdefault("RANK", "0")
@@ -70,9 +74,8 @@ def init_distributed(tp: int = 1, pp: int = 1, seed: int = 1234, timeout_s: int 
         validate_world(int(os.environ["WORLD_SIZE"]), tp, pp)
         if on_gpu:
             torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
-        dist.init_process_group(
-            backend="nccl" if on_gpu else "gloo", timeout=datetime.timedelta(seconds=timeout_s)
-        )
+        backend = "nccl" if on_gpu else simulated_accelerator.BACKEND if device.type != "cpu" else "gloo"
+        dist.init_process_group(backend=backend, timeout=datetime.timedelta(seconds=timeout_s))
     world_size = dist.get_world_size()
     dp = validate_world(world_size, tp, pp)
     if parallel_state.model_parallel_is_initialized():
@@ -97,8 +100,39 @@ def init_distributed(tp: int = 1, pp: int = 1, seed: int = 1234, timeout_s: int 
         tp_rank=parallel_state.get_tensor_model_parallel_rank(),
         pp_rank=parallel_state.get_pipeline_model_parallel_rank(),
         dp_rank=parallel_state.get_data_parallel_rank(),
-        device=torch.device("cuda", local_rank) if on_gpu else torch.device("cpu"),
+        device=torch.device("cuda", local_rank) if on_gpu else device,
     )
+
+
+def on_accelerator() -> bool:
+    """Whether this process's run trains on an accelerator (CUDA, or the simulated one): the defaults that go with
+    one (distributed optimizer at DP > 1) follow it. Valid before `init_distributed`."""
+    return torch.cuda.is_available() or simulated_accelerator.requested()
+
+
+def current_device() -> torch.device:
+    """This process's device for models and batches: its GPU, else the device `init_distributed` chose (the CPU or
+    the simulated accelerator)."""
+    if torch.cuda.is_available():
+        return torch.device("cuda", torch.cuda.current_device())
+    return cpu_compat.device()
+
+
+def sum_over_ranks(values, group=None) -> list[float]:
+    """Host-side numbers (metrics, counts, flags) summed over the ranks of `group` (default: all), returned on
+    every rank. The reduction runs on the default group's device (NCCL takes only CUDA tensors, gloo host ones),
+    in float64; one transfer each way. Without torch.distributed: the values themselves."""
+    values = [float(v) for v in values]
+    if not dist.is_initialized():
+        return values
+    totals = torch.tensor(values, dtype=torch.float64, device=current_device())
+    dist.all_reduce(totals, group=group)
+    return totals.tolist()
+
+
+def any_rank(flag: bool) -> bool:
+    """True on every rank when `flag` is true on at least one (e.g. one rank past its time limit)."""
+    return sum_over_ranks([1.0 if flag else 0.0])[0] > 0
 
 
 def destroy_distributed() -> None:

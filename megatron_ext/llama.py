@@ -77,6 +77,22 @@ def validate_llama_config(hf_config, tp: int = 1, pp: int = 1) -> None:
     padded_vocab_size(hf_config.vocab_size, tp)
 
 
+RECOMPUTE = ("none", "selective", "full")
+"""Activation recomputation modes (`recompute_overrides`)."""
+
+
+def recompute_overrides(mode: str) -> dict:
+    """TransformerConfig fields of a recomputation mode: 'selective' is Megatron's (core attention recomputed in
+    backward), 'full' checkpoints every layer (only its input kept; Megatron's uniform method, 1 layer per chunk)."""
+    if mode not in RECOMPUTE:
+        raise ValueError(f"recompute={mode!r}; valid: {list(RECOMPUTE)}")
+    if mode == "selective":
+        return {"recompute_granularity": "selective"}
+    if mode == "full":
+        return {"recompute_granularity": "full", "recompute_method": "uniform", "recompute_num_layers": 1}
+    return {}
+
+
 def use_transformer_engine(requested: bool | None = None) -> bool:
     if requested and not (HAVE_TE and torch.cuda.is_available()):
         raise ValueError("transformer-engine layers were requested but TE is not importable on a CUDA machine")
@@ -180,10 +196,14 @@ def build_llama_model(
     model.rotary_pos_emb.inv_freq = _hf_inv_freq(hf_config).to(model.rotary_pos_emb.inv_freq.device)
     if not te:
         install_rms_norm(model)
-    if dtype != torch.float32:
-        model = model.to(dtype)
-    if torch.cuda.is_available():
-        model = model.cuda(torch.cuda.current_device())
+    from megatron_ext.distributed import current_device
+
+    for p in model.parameters():
+        if p.dtype != dtype:  # the local spec's torch.nn.RMSNorm is made in fp32
+            p.data = p.data.to(dtype)
+    device = current_device()
+    if any(p.device != device for p in model.parameters()):  # made on the host (CPU initialisation)
+        model = model.to(device)
     model.hf_config = hf_config
     return model
 

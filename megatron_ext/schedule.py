@@ -64,12 +64,13 @@ def forward_backward(
 
 @torch.no_grad()
 def forward_logits(model, tokens_BS: torch.Tensor, micro_batch_size: int | None = None) -> torch.Tensor | None:
-    """Vocab-parallel logits [B, S, V/tp] on the last pipeline stage, None on the others."""
+    """Vocab-parallel logits [B, S, V/tp] on the last pipeline stage (on the model's device), None on the others."""
     from megatron.core import parallel_state as ps
 
     models = model if isinstance(model, list) else [model]
     for m in models:
         m.eval()
+    tokens_BS = tokens_BS.to(next(models[0].parameters()).device)
     mbs = micro_batch_size or tokens_BS.shape[0]
     microbatches = [{"tokens": t} for t in tokens_BS.split(mbs)]
     outputs = forward_backward(

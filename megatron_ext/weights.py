@@ -306,6 +306,7 @@ def export_hf_weights(
     """
     par = _parallel()
     cast = (lambda t: t.to(dtype)) if dtype is not None else (lambda t: t)
+    device = next(unwrap_model(model).parameters()).device
     if par.pp == 1:
         for name, tensor in _stage_hf_tensors(model, par, include_tied_lm_head):
             yield name, cast(tensor)
@@ -317,13 +318,9 @@ def export_hf_weights(
         dist.broadcast_object_list(meta, src=src, group=par.pp_group)
         for i, (name, shape, tdtype) in enumerate(meta[0]):
             tensor = local[i][1].contiguous() if local is not None else torch.empty(shape, dtype=tdtype,
-                                                                                     device=_device())
+                                                                                     device=device)
             dist.broadcast(tensor, src=src, group=par.pp_group)
             yield name, cast(tensor)
-
-
-def _device() -> torch.device:
-    return torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
 
 
 def save_hf_checkpoint(

@@ -73,7 +73,7 @@ class Trainer:
     """One rank's share of the run: model stage, optimizer, data, checkpoints, metrics."""
 
     def __init__(self, cfg: PretrainConfig, resolved: ResolvedModel, layout, deadline: float | None):
-        from megatron_ext.llama import build_llama_model, padded_vocab_size
+        from megatron_ext.llama import build_llama_model, padded_vocab_size, recompute_overrides
         from megatron_ext.schedule import wrap_with_ddp
         from megatron_ext.training import llama_train_flops_per_token
         from pipeline.metrics import MetricsWriter
@@ -94,11 +94,13 @@ class Trainer:
                   f"{self.dtype}; {torch.get_num_threads()} threads/rank")
 
         model = build_llama_model(hf_config, tp=layout.tp, pp=layout.pp, dtype=self.dtype,
-                                  max_sequence_length=cfg.data.seq_length, calculate_per_token_loss=True)
+                                  max_sequence_length=cfg.data.seq_length, calculate_per_token_loss=True,
+                                  **recompute_overrides(cfg.parallel.recompute))
         resume = self._resume_path()
         if resume is None:
             self._init_weights(model)
-        dist_opt = self.distributed_optimizer = flag(cfg.parallel.use_distributed_optimizer, on_gpu and layout.dp > 1)
+        dist_opt = self.distributed_optimizer = flag(cfg.parallel.use_distributed_optimizer,
+                                                     layout.device.type != "cpu" and layout.dp > 1)
         self.model = wrap_with_ddp(model, use_distributed_optimizer=dist_opt,
                                    overlap_grad_reduce=flag(cfg.parallel.overlap_grad_reduce, on_gpu))
         self.optimizer = build_optimizer([self.model], cfg.optim, dtype=self.dtype, use_distributed_optimizer=dist_opt)

@@ -57,11 +57,14 @@ class ParallelConfig:
     dtype: str = "auto"
     """Parameter dtype: auto (bf16 on GPU, fp32 on CPU), bfloat16 (GPU only) or float32."""
     use_distributed_optimizer: str = "auto"
-    """Shard optimizer state over DP: auto (on GPU when DP > 1), true or false."""
+    """Shard optimizer state over DP: auto (on an accelerator when DP > 1), true or false."""
     overlap_grad_reduce: str = "auto"
     """Overlap DP gradient reduction with backward: auto (on GPU), true or false."""
     threads_per_rank: int = 0
     """torch threads per rank on CPU (0: CPU cores / ranks on this node)."""
+    recompute: str = "none"
+    """Activation recomputation (Megatron's): none, selective (core attention) or full (each layer keeps only its
+    input; ~a third more compute for a small fraction of the activation memory). Same loss and gradients."""
 
 
 @dataclass
@@ -172,7 +175,8 @@ class PretrainConfig:
     def validate(self, world_size: int) -> "ResolvedModel":
         """Check the config against itself, the files it names and the world size; returns the model config and
         tokenizer it resolves to. Raises ValueError with what to change. Starts no process group."""
-        from megatron_ext.distributed import validate_world
+        from megatron_ext.distributed import on_accelerator, validate_world
+        from megatron_ext.llama import RECOMPUTE
         from megatron_ext.training import parse_blend
 
         p, s, d = self.parallel, self.schedule, self.data
@@ -181,6 +185,8 @@ class PretrainConfig:
             allowed = ("auto", "bfloat16", "float32") if name == "dtype" else ("auto", "true", "false")
             if str(getattr(p, name)).lower() not in allowed:
                 raise ValueError(f"parallel.{name}={getattr(p, name)!r}; valid: {list(allowed)}")
+        if p.recompute not in RECOMPUTE:
+            raise ValueError(f"parallel.recompute={p.recompute!r}; valid: {list(RECOMPUTE)}")
         if p.dtype == "bfloat16" and not _cuda():
             raise ValueError("parallel.dtype=bfloat16 needs a GPU; use float32 (or auto) on CPU")
         if s.train_iters < 1 or d.seq_length < 2 or s.micro_batch_size < 1 or s.global_batch_size < 1:
@@ -218,7 +224,7 @@ class PretrainConfig:
         if self.checkpoint.resume_from:
             path = explicit_checkpoint(self.checkpoint.resume_from)
             saved = json.loads((path / "trainer_state.json").read_text())
-            distopt = flag(p.use_distributed_optimizer, _cuda() and dp > 1)
+            distopt = flag(p.use_distributed_optimizer, on_accelerator() and dp > 1)
             problem = resume_incompatibility(saved, p.tp, p.pp, distopt)
             if problem:
                 raise ValueError(f"checkpoint {path}: {problem}")

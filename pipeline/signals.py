@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import signal
 
-import torch
-import torch.distributed as dist
+from megatron_ext.distributed import any_rank
 
 
 class ExitSignalHandler:
@@ -26,12 +25,7 @@ class ExitSignalHandler:
     def should_exit(self, also: bool = False) -> bool:
         """Collective when torch.distributed is initialised: True on every rank if any rank got a signal (or
         passed `also=True`, e.g. its own time limit ran out: one all-reduce decides both)."""
-        flag = torch.tensor([1 if self.received is not None or also else 0], dtype=torch.int32)
-        if dist.is_initialized() and dist.get_world_size() > 1:
-            if dist.get_backend() == "nccl":  # nccl reduces only CUDA tensors
-                flag = flag.cuda()
-            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-        return bool(flag.item())
+        return any_rank(self.received is not None or also)
 
     def restore(self) -> None:
         for sig, handler in self._previous.items():

@@ -49,6 +49,9 @@ class PipelineRecipe:
     """Nodes for the training stages."""
     ranks_per_node: int = 2
     """torchrun processes per node for the training stages (GPUs per node on a cluster)."""
+    gpu_memory_gib: float = 0.0
+    """Memory of one GPU of the cluster the recipe is sized for (80 for an 80 GB A100); 0: a CPU recipe. The
+    memory plan (python -m bench.memory_plan --recipe NAME) checks each stage's peak against it."""
     rl_steps_report_label: str = "Dr. GRPO"
 
 
@@ -63,19 +66,27 @@ def tiny_cpu() -> PipelineRecipe:
         template="none", generator="auto", questions_per_step=16, group_size=8, max_new_tokens=48,
         max_prompt_tokens=64, lr=5e-5, bf16=False, micro_batch_size=16, steps=40, eval_every=20,
         eval_max_questions=100, checkpoint_every=20, log_generations=-1,
+        minibatches_per_step=1,  # one update per rollout: what docs/rl_gain measured; 8 steps of 16 would be 8x slower
     )
     recipe.eval = EvalTask(max_new_tokens=48, backend="vllm")
     return recipe
 
 
 def llama32_3b_a100(hf_model: str = "", math_train: str = "", eval_suite: str = "") -> PipelineRecipe:
-    """Llama-3.2-3B continued on FineMath-4+ and NuminaMath QA text, then Dr. GRPO with the paper's settings
-    (MATH levels 3-5, Qwen-Math template, 8 x 128 samples/step, 3000 new tokens, lr 1e-6) on 80 GB A100 nodes.
+    """The paper's Llama experiment (Table 4; the authors' examples/llama3.2-3b-numinaqa.sh) on 80 GB A100 nodes:
+    Llama-3.2-3B continued on FineMath-4+ and NuminaMath QA text, then Dr. GRPO with the authors' settings: r1
+    template, MATH-12k (all levels; the authors' datasets/train/math_12k, given as `math_train`), their "fast"
+    verifier, 128 questions x 8 samples per rollout trained as 8 optimizer steps of 128 (train_batch_size 128),
+    3000 new tokens, 1024 prompt tokens, lr 1e-6 constant, no KL, gradient checkpointing (full recomputation),
+    vLLM at 0.35 of the GPU, greedy evaluation every 16 steps.
 
     TP=1/PP=1 fits a 3B model on one A100 (bf16 params, fp32 master weights in the distributed optimizer), so
-    all 8 GPUs of a node are data-parallel; raise tp for longer sequences or larger models.
+    all 8 GPUs of a node are data-parallel; raise tp for longer sequences or larger models. Memory per GPU
+    (`python -m bench.memory_plan --recipe llama32_3b_a100`): stage one ~63 GiB, stage two ~51 GiB (vLLM awake
+    next to the learner) with full activation recomputation and chunked log-probs in the update.
     """
-    recipe = PipelineRecipe(output_dir="outputs/llama3b_math_then_drgrpo", nodes=1, ranks_per_node=8)
+    recipe = PipelineRecipe(output_dir="outputs/llama3b_math_then_drgrpo", nodes=1, ranks_per_node=8,
+                            gpu_memory_gib=80.0)
     recipe.data = DataTask(synthetic=False, corpora={"finemath-4plus": 0.7, "numinamath-1.5": 0.3},
                            tokenizer_dir=hf_model)
     s1 = recipe.stage1
@@ -89,16 +100,30 @@ def llama32_3b_a100(hf_model: str = "", math_train: str = "", eval_suite: str = 
     s1.checkpoint.interval = 250
     s1.parallel.tp, s1.parallel.pp = 1, 1
     recipe.stage2 = RLConfig(
-        train_questions=f"math:{math_train}" if math_train else "", train_levels=(3, 4, 5), template="qwen_math",
-        generator="vllm", questions_per_step=128, group_size=8, max_new_tokens=3000, max_prompt_tokens=1024,
-        lr=1e-6, micro_batch_size=4, steps=500, eval_every=50, checkpoint_every=25,
+        train_questions=f"math:{math_train}" if math_train else "", template="r1", verifier="fast",
+        generator="vllm", questions_per_step=128, group_size=8, minibatches_per_step=8, max_new_tokens=3000,
+        max_prompt_tokens=1024, lr=1e-6, micro_batch_size=4, steps=500, eval_every=16, checkpoint_every=25,
         generator_options={"gpu_memory_utilization": 0.35},
+        recompute="full",  # the authors' --gradient-checkpointing; without it 4 x 4024-token rows keep 68 GiB
     )
-    recipe.eval = EvalTask(suite=eval_suite, template="qwen_math", max_new_tokens=3000, backend="vllm")
+    recipe.eval = EvalTask(suite=eval_suite, template="r1", max_new_tokens=3000, backend="vllm")
     return recipe
 
 
-RECIPES = {"tiny_cpu": tiny_cpu, "llama32_3b_a100": llama32_3b_a100}
+def llama32_3b_a100_oat_zero_data(hf_model: str = "", math_train: str = "", eval_suite: str = "") -> PipelineRecipe:
+    """A deviation from the paper's Llama run, kept for comparison: the data and template of the paper's Qwen2.5-Math
+    runs (Oat-Zero: MATH levels 3-5, the qwen_math template) on the Llama pipeline. The paper reports that a
+    template the base model was not trained with hurts it (section 2), and the Llama base model has no chat
+    template, so this measures what that choice costs Llama. Everything else is `llama32_3b_a100`."""
+    recipe = llama32_3b_a100(hf_model, math_train, eval_suite)
+    recipe.output_dir = "outputs/llama3b_math_then_drgrpo_oat_zero_data"
+    recipe.stage2.template, recipe.stage2.train_levels = "qwen_math", (3, 4, 5)
+    recipe.eval.template = "qwen_math"
+    return recipe
+
+
+RECIPES = {"tiny_cpu": tiny_cpu, "llama32_3b_a100": llama32_3b_a100,
+           "llama32_3b_a100_oat_zero_data": llama32_3b_a100_oat_zero_data}
 
 
 def resolve(recipe: PipelineRecipe) -> PipelineRecipe:

@@ -28,7 +28,7 @@ def _config(policy, out: Path, **overrides) -> Path:
     cfg = dict(model_dir=str(model), output_dir=str(out), train_questions=str(questions),
                test_questions=str(questions), eval_max_questions=8, template="none", generator="torch",
                questions_per_step=4, group_size=4, max_new_tokens=12, steps=6, eval_every=3,
-               checkpoint_every=2, micro_batch_size=4, lr=3e-4, seed=3, log_generations=-1)
+               checkpoint_every=2, micro_batch_size=4, minibatches_per_step=1, lr=3e-4, seed=3, log_generations=-1)
     cfg.update(overrides)
     path = out.with_suffix(".json")
     path.write_text(json.dumps(cfg))

@@ -52,12 +52,13 @@ class _StopWatch:
 
     def __call__(self, input_ids: torch.LongTensor, scores=None, **kwargs) -> torch.BoolTensor:
         generated = input_ids.shape[1] - self.prompt_len
-        done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
-        for row in range(input_ids.shape[0]):
+        done = [False] * input_ids.shape[0]
+        last_tokens = input_ids[:, -1].tolist()  # one device -> host transfer per step, not one per row
+        for row, last in enumerate(last_tokens):
             if row in self.stopped_at:
                 done[row] = True
                 continue
-            if int(input_ids[row, -1]) in self.eos_ids:
+            if last in self.eos_ids:
                 self.stopped_at[row] = generated
                 done[row] = True
             elif self.stop:
@@ -66,7 +67,7 @@ class _StopWatch:
                 if any(s in tail for s in self.stop):
                     self.stopped_at[row] = generated
                     done[row] = True
-        return done
+        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
 
 
 class HFGenerate:

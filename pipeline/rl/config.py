@@ -1,9 +1,9 @@
 """Stage-two (Dr. GRPO) settings: the one place their defaults live.
 
 Defaults are the paper's (Oat-Zero, arXiv 2503.20783 and sail-sg/understand-r1-zero): lr 1e-6 constant,
-AdamW (0.9, 0.95), no weight decay, grad clip 1.0, G=8 samples per question, 128 questions per step,
-temperature 1.0, top-p 1.0, 3000 new tokens, 1024 prompt tokens, eps 0.2, no KL, Dr. GRPO aggregation and
-no std normalisation. The tiny CPU recipe overrides the sizes.
+AdamW (0.9, 0.95), no weight decay, grad clip 1.0, G=8 samples per question, 128 questions per step and 8
+optimizer steps per step (train_batch_size 128), temperature 1.0, top-p 1.0, 3000 new tokens, 1024 prompt tokens,
+eps 0.2, no KL, algorithm dr_grpo. The tiny CPU recipe overrides the sizes (and trains once per rollout).
 """
 
 import dataclasses
@@ -11,7 +11,15 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from megatron_ext.llama import RECOMPUTE
 from pipeline.rl.loss import AGGREGATIONS
+
+ALGORITHMS: dict[str, tuple[str, bool]] = {
+    "dr_grpo": ("dr_grpo", False),
+    "grpo": ("grpo", True),
+    "token_mean": ("token_mean", True),
+}
+"""algorithm -> (aggregation, std_normalize)."""
 
 
 @dataclass
@@ -29,6 +37,9 @@ class RLConfig:
     """Held-out questions for periodic greedy evaluation (same formats); empty disables evaluation."""
     template: str = "qwen_math"
     """Prompt template: r1, qwen_math or none (data_prep.templates)."""
+    verifier: str = "fast"
+    """Answer grader (pipeline.rl.reward): fast (the authors' training verifier of their 1.5B and Llama runs),
+    math_verify (their 7B run's) or lenient (this project's earlier, more accepting grader)."""
     seed: int = 42
 
     # ---- rollouts
@@ -49,16 +60,27 @@ class RLConfig:
     top_p: float = 1.0
 
     # ---- algorithm
-    aggregation: str = "dr_grpo"
-    """Token-loss aggregation: dr_grpo (sum / max_new_tokens), grpo (per-response mean), token_mean (DAPO)."""
-    std_normalize: bool = False
-    """Divide advantages by the per-question reward std (GRPO); Dr. GRPO does not."""
+    algorithm: str = "dr_grpo"
+    """The algorithm, one switch (ALGORITHMS): dr_grpo (the paper's: advantages R - mean, token losses summed per
+    response / max_new_tokens), grpo (advantages also / std, token losses averaged per response: the length-biased
+    original), token_mean (DAPO: std-normalised advantages, token losses averaged over the step's tokens). It sets
+    `aggregation` and `std_normalize`, which stay for ablations (a mix that is no named algorithm is warned about)."""
+    aggregation: str = ""
+    """Token-loss aggregation (pipeline.rl.loss.AGGREGATIONS); empty: the algorithm's."""
+    std_normalize: bool | None = None
+    """Divide advantages by the per-question reward std; None: the algorithm's (GRPO and DAPO do, Dr. GRPO not)."""
     clip_eps: float = 0.2
     kl_coef: float = 0.0
     """KL to the frozen initial policy (k3 estimator); 0 in the paper, and then no reference model is built."""
     ppo_epochs: int = 1
-    minibatches_per_step: int = 1
-    """Optimizer steps per RL step (each on a 1/minibatches share of the responses)."""
+    minibatches_per_step: int = 8
+    """Optimizer steps per RL step, each on a 1/minibatches share of the responses. The authors' schedule: 128
+    questions x 8 samples, train_batch_size 128, i.e. 8 steps per rollout, so the PPO ratio and clip act from the
+    second step on (with 1 the update is on-policy: ratio 1, clip inert)."""
+    tis_cap: float = 0.0
+    """Truncated importance sampling against the rollout engine: each token's surrogate is weighted by
+    min(pi_learner / pi_engine, tis_cap), correcting the engine's sampling mismatch (bf16 vLLM kernels vs the
+    learner; oat's tis_c, verl's). 0: off, as in the paper. train/logp_mismatch{,_max,_p99} show the mismatch."""
     behaviour_logprobs: str = "learner"
     """Old log-probs of the PPO ratio: 'learner' (the learner's own: recomputed before the updates, or with one
     update per step that update's forward pass, detached) or 'engine' (from sampling)."""
@@ -85,6 +107,18 @@ class RLConfig:
     threads_per_rank: int = 0
     """torch threads per rank on CPU (0: cores / ranks)."""
 
+    # ---- memory (bench.memory_plan predicts a recipe's peak with these)
+    recompute: str = "none"
+    """Activation recomputation in the update (Megatron's): none; selective (core attention recomputed); full (each
+    layer keeps only its input and recomputes the rest in backward: ~a third more compute, a small fraction of the
+    activation memory). Same loss and gradients."""
+    logprob_chunk_tokens: int = 4096
+    """Log-probs and entropy from the logits this many tokens at a time, never fp32 [tokens, vocabulary] at once
+    (0: all at once). Same values and gradients."""
+    trim_microbatch_padding: bool = True
+    """Cut each per-response micro-batch after its own longest row instead of the step's (PP = 1 only: pipeline
+    stages exchange one shape). Same loss and gradients, less compute and memory for short rows."""
+
     # ---- schedule
     steps: int = 500
     eval_every: int = 25
@@ -102,6 +136,21 @@ class RLConfig:
     log_generations: int = 4
     """Responses per step written to generations.jsonl (all of them: -1)."""
 
+    def __post_init__(self):
+        if self.algorithm in ALGORITHMS:
+            aggregation, std_normalize = ALGORITHMS[self.algorithm]
+            self.aggregation = self.aggregation or aggregation
+            self.std_normalize = std_normalize if self.std_normalize is None else self.std_normalize
+
+    def ablation(self) -> str | None:
+        """A note when `aggregation` / `std_normalize` were set to a mix that is not `algorithm` (None otherwise)."""
+        if self.algorithm in ALGORITHMS and (self.aggregation, self.std_normalize) != ALGORITHMS[self.algorithm]:
+            named = [name for name, knobs in ALGORITHMS.items() if knobs == (self.aggregation, self.std_normalize)]
+            return (f"aggregation={self.aggregation!r} std_normalize={self.std_normalize} is not algorithm="
+                    f"{self.algorithm!r} " + (f"but algorithm={named[0]!r}" if named else
+                                              "nor any named algorithm: an ablation"))
+        return None
+
     def validate(self, world_size: int, *, check_files: bool = True) -> None:
         """Raise ValueError with the fix, before any process group or model is built. `check_files=False` checks
         only the settings (a recipe validating before earlier stages have written their outputs)."""
@@ -109,6 +158,10 @@ class RLConfig:
             raise ValueError(f"model_dir={self.model_dir!r} is not a Hugging Face model directory (no config.json)")
         if not self.train_questions:
             raise ValueError("train_questions is empty: point it at a jsonl of {question, answer} or 'math:PATH'")
+        if self.algorithm not in ALGORITHMS:
+            raise ValueError(f"algorithm={self.algorithm!r}; valid: {sorted(ALGORITHMS)}")
+        if not isinstance(self.std_normalize, bool):
+            raise ValueError(f"std_normalize={self.std_normalize!r} must be true or false")
         if self.aggregation not in AGGREGATIONS:
             raise ValueError(f"aggregation={self.aggregation!r}; valid: {sorted(AGGREGATIONS)}")
         if self.behaviour_logprobs not in ("learner", "engine"):
@@ -125,6 +178,12 @@ class RLConfig:
         if self.questions_per_step % world_size:
             raise ValueError(f"questions_per_step={self.questions_per_step} must be divisible by the number of "
                              f"ranks ({world_size}): every rank's rollout engine samples an equal share")
+        if self.tis_cap < 0:
+            raise ValueError(f"tis_cap={self.tis_cap} must be >= 0 (0: no truncated importance sampling)")
+        if self.recompute not in RECOMPUTE:
+            raise ValueError(f"recompute={self.recompute!r}; valid: {list(RECOMPUTE)}")
+        if self.logprob_chunk_tokens < 0:
+            raise ValueError(f"logprob_chunk_tokens={self.logprob_chunk_tokens} must be >= 0 (0: no chunking)")
         if self.temperature < 0 or not 0 < self.top_p <= 1:
             raise ValueError("temperature must be >= 0 and top_p in (0, 1]")
 

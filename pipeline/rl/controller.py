@@ -14,8 +14,8 @@ import time
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
 
+from megatron_ext.distributed import any_rank, sum_over_ranks
 from pipeline.rl.config import RLConfig
 from pipeline.rl.generator import GeneratorSpec, SamplingSettings, build_generator
 from pipeline.rl.rollout import Rollout, all_gather_rollouts, build_policy_batch, rank_share, step_question_ids
@@ -34,6 +34,8 @@ def run_rl(cfg: RLConfig) -> Path:
     from pipeline.signals import ExitSignalHandler
 
     cfg.validate(int(os.environ.get("WORLD_SIZE", "1")))
+    if cfg.ablation() and int(os.environ.get("RANK", "0")) == 0:
+        print(f"[rl] note: {cfg.ablation()}", flush=True)
     out = Path(cfg.output_dir)
     if (out / "hf" / "config.json").exists() and (out / "DONE").exists():
         return out / "hf"  # finished earlier (e.g. a requeued SLURM job): nothing to do
@@ -111,8 +113,8 @@ def run_rl(cfg: RLConfig) -> Path:
         step += 1
 
         record = {**rollout_metrics(rollouts, cfg.group_size), **train_metrics, **timings,
-                  "rollout/grading_failures": _sum_over_ranks(grade_stats.get("grading_failures", 0)
-                                                               + grade_stats.get("grading_timeouts", 0))}
+                  "rollout/grading_failures": sum_over_ranks([grade_stats.get("grading_failures", 0)
+                                                              + grade_stats.get("grading_timeouts", 0)])[0]}
         if test_qs and (step % cfg.eval_every == 0 or step == cfg.steps):
             record.update(_evaluate(generator, grader, test_qs, template, cfg, layout))
         metrics.log(step, record)
@@ -120,7 +122,7 @@ def run_rl(cfg: RLConfig) -> Path:
             _log_generations(out / "generations.jsonl", rollouts, train_qs, cfg, step)
             progress.update(1)
             progress.set_postfix(reward=f"{record['rollout/reward_mean']:.3f}", len=f"{record['rollout/response_len_mean']:.0f}")
-        stop_now = exit_handler.should_exit() or (deadline is not None and _any_rank(time.time() > deadline))
+        stop_now = exit_handler.should_exit() or (deadline is not None and any_rank(time.time() > deadline))
         if step % cfg.checkpoint_every == 0 or step == cfg.steps or stop_now:
             save_checkpoint(out / "checkpoints", step, learner.sharded_state_dict(), hf_config=unwrap_hf_config(learner),
                             tokenizer_dir=cfg.model_dir, trainer_state={"step": step}, keep_last=cfg.keep_checkpoints)
@@ -174,19 +176,10 @@ def _load_prompts(spec: str, levels, template, tokenizer, max_prompt_tokens: int
     return prompts
 
 
-def _sum_over_ranks(value: float) -> float:
-    t = torch.tensor([float(value)])
-    if dist.is_initialized():
-        dist.all_reduce(t)
-    return t.item()
-
-
-def _any_rank(flag: bool) -> bool:
-    return _sum_over_ranks(1.0 if flag else 0.0) > 0
-
-
 def _evaluate(generator, grader, test_qs, template, cfg, layout) -> dict:
-    """Greedy accuracy on the held-out questions, each rank grading its share."""
+    """Greedy accuracy on the held-out questions, each rank grading its share. A response cut at the budget is
+    graded like any other, as the authors' evaluation and `pipeline.eval run` do (training rewards give it 0), so
+    eval/accuracy is the number the eval suite reports for the same checkpoint, questions and budget."""
     ids = list(range(len(test_qs)))
     per = -(-len(ids) // layout.world_size)
     mine = ids[layout.rank * per : (layout.rank + 1) * per]
@@ -194,14 +187,11 @@ def _evaluate(generator, grader, test_qs, template, cfg, layout) -> dict:
                                  SamplingSettings(max_new_tokens=cfg.max_new_tokens, temperature=0.0, stop=template.stop))
     flat = [g[0] for g in samples]
     rewards, _ = grader.grade_batch([s.text for s in flat], [test_qs[i]["answer"] for i in mine], cfg.template,
-                                    [s.truncated for s in flat])
-    totals = torch.tensor([sum(rewards), sum(len(s.token_ids) for s in flat), sum(s.truncated for s in flat), len(flat)],
-                          dtype=torch.float64)
-    if dist.is_initialized():
-        dist.all_reduce(totals)
-    n = max(totals[3].item(), 1.0)
-    return {"eval/accuracy": totals[0].item() / n, "eval/response_len_mean": totals[1].item() / n,
-            "eval/truncation_rate": totals[2].item() / n}
+                                    [False] * len(flat))
+    correct, length, truncated, n = sum_over_ranks(
+        [sum(rewards), sum(len(s.token_ids) for s in flat), sum(s.truncated for s in flat), len(flat)])
+    n = max(n, 1.0)
+    return {"eval/accuracy": correct / n, "eval/response_len_mean": length / n, "eval/truncation_rate": truncated / n}
 
 
 def _log_generations(path: Path, rollouts: list[Rollout], qs: list[dict], cfg: RLConfig, step: int) -> None:

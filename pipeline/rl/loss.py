@@ -104,6 +104,8 @@ def policy_loss(
     ref_logp_BT: Tensor | None = None,
     num_responses: int | None = None,
     num_tokens: int | float | None = None,
+    check_lengths: bool = True,
+    token_weight_BT: Tensor | None = None,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """PPO clipped surrogate per token, ``max(-A r, -A clip(r, 1 - eps, 1 + eps))`` with ``r = exp(logp - old_logp)``
     against the behaviour (rollout) log-probs, aggregated by ``aggregation`` (``AGGREGATIONS``), plus
@@ -113,6 +115,9 @@ def policy_loss(
     ``pg_loss`` (this call's share, no KL), ``clip_frac`` (tokens where the clipped branch is taken),
     ``approx_kl`` (k3 estimate of KL(behaviour || policy): mean of ``(r - 1) - log r``, >= 0),
     ``ratio_mean``, ``ratio_max``, ``num_tokens``, and with a reference ``kl_ref`` (mean k3 to the reference).
+    ``check_lengths=False`` skips the check that no response exceeds ``max_new_tokens`` (a device -> host sync), for
+    callers that checked the whole step once (the learner). ``token_weight_BT`` multiplies each token's clipped
+    surrogate (not the KL term) before aggregation: truncated importance-sampling weights (``tis_weights``).
     """
     aggregate = get_aggregation(aggregation)
     _check_shapes(logp_BT, old_logp_BT, adv_B, mask_BT, ref_logp_BT)
@@ -125,7 +130,7 @@ def policy_loss(
     mask_BT = mask_BT.to(torch.float32)
     lengths_B = mask_BT.sum(dim=1)
     local_tokens = lengths_B.sum()
-    if aggregation == "dr_grpo" and lengths_B.max().item() > max_new_tokens:
+    if check_lengths and aggregation == "dr_grpo" and lengths_B.max().item() > max_new_tokens:
         raise ValueError(f"a response has {int(lengths_B.max().item())} tokens in mask_BT but max_new_tokens is "
                          f"{max_new_tokens}; pass the generation budget and mask only response tokens")
     num_responses = logp_BT.shape[0] if num_responses is None else num_responses
@@ -141,7 +146,10 @@ def policy_loss(
     ratio_BT = torch.exp(log_ratio_BT)
     unclipped_BT = -adv_BT * ratio_BT
     clipped_BT = -adv_BT * torch.clamp(ratio_BT, 1.0 - clip_eps, 1.0 + clip_eps)
-    pg_loss = aggregate(torch.maximum(unclipped_BT, clipped_BT), mask_BT, num_responses, num_tokens, max_new_tokens)
+    surrogate_BT = torch.maximum(unclipped_BT, clipped_BT)
+    if token_weight_BT is not None:
+        surrogate_BT = surrogate_BT * token_weight_BT.detach().float()
+    pg_loss = aggregate(surrogate_BT, mask_BT, num_responses, num_tokens, max_new_tokens)
     loss = pg_loss
 
     def masked_mean(values_BT: Tensor) -> Tensor:
@@ -163,3 +171,12 @@ def policy_loss(
             loss = loss + kl_coef * aggregate(k3_BT, mask_BT, num_responses, num_tokens, max_new_tokens)
         metrics["kl_ref"] = masked_mean(k3_BT.detach())
     return loss, metrics
+
+
+def tis_weights(behaviour_logp_BT: Tensor, sampler_logp_BT: Tensor, cap: float) -> Tensor:
+    """Truncated importance-sampling weights min(pi_behaviour / pi_sampler, cap) per token: the learner's own
+    behaviour log-probs against the rollout engine's (which samples with other kernels / precision), as oat's
+    ``tis_c`` (``exp(logps - actor_logps).clamp(max=tis_c)`` multiplying the clipped surrogate)."""
+    if not cap > 0:
+        raise ValueError(f"the truncated importance-sampling cap must be > 0, got {cap}")
+    return torch.exp(behaviour_logp_BT.detach().float() - sampler_logp_BT.detach().float()).clamp(max=cap)

@@ -1,5 +1,6 @@
 """torchrun worker: after each in-memory weight push, the rollout engine's log-probs of its sampled tokens
-must equal the Megatron learner's (fp32). Engine: 'vllm' or 'torch'; learner at TP=tp."""
+must equal the Megatron learner's (fp32). Engine: 'vllm' or 'torch'; learner at TP=tp. Device-clean: the learner
+may be on a GPU (tests/test_gpu.py) or the simulated accelerator; comparisons happen on the host."""
 
 import json
 import sys
@@ -38,7 +39,7 @@ def main():
             with torch.no_grad():
                 for p in model.parameters():
                     scale = p.std() if p.numel() > 1 and p.std() > 0 else p.abs().mean()
-                    p.add_(0.2 * scale * torch.randn(p.shape, generator=g))
+                    p.add_(0.2 * scale * torch.randn(p.shape, generator=g).to(p.device))
         generator.update_weights(export_hf_weights(model, include_tied_lm_head=True))
         groups = generator.generate(prompts, SamplingSettings(max_new_tokens=12, temperature=1.0, n=2, seed=7))
         worst = 0.0
@@ -46,7 +47,8 @@ def main():
             for s in group:
                 tokens = torch.tensor([prompt + s.token_ids])
                 logits = forward_logits(model, tokens)
-                logp = vocab_parallel_logprobs(logits[:, :-1], tokens[:, 1:], config.vocab_size)[0, len(prompt) - 1 :]
+                logp = vocab_parallel_logprobs(logits[:, :-1], tokens[:, 1:].to(logits.device), config.vocab_size)
+                logp = logp[0, len(prompt) - 1 :].cpu()
                 worst = max(worst, (logp - torch.tensor(s.logprobs)).abs().max().item())
         sampled = [s.token_ids for g_ in groups for s in g_]
         result["max_abs_diff"].append(worst)

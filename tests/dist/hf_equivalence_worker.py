@@ -1,4 +1,6 @@
-"""torchrun worker: HF Llama -> Megatron at (tp, pp); compare logits, log-probs, entropy, and the export."""
+"""torchrun worker: HF Llama -> Megatron at (tp, pp); compare logits, log-probs, entropy, and the export. The
+Megatron model may live on a GPU (tests/test_gpu.py) or the simulated accelerator; the reference runs on the host and
+every comparison happens there."""
 
 import json
 import sys
@@ -31,30 +33,32 @@ def main():
 
     g = torch.Generator().manual_seed(7)
     tokens = torch.randint(0, config.vocab_size, (2, 24), generator=g)
-    logits_local = forward_logits(model, tokens, micro_batch_size=1)
-    if logits_local is not None:
+    logits_device = forward_logits(model, tokens, micro_batch_size=1)
+    if logits_device is not None:
+        parts = [torch.empty_like(logits_device) for _ in range(tp)]
+        torch.distributed.all_gather(parts, logits_device, group=ps.get_tensor_model_parallel_group())
+        full = torch.cat(parts, dim=-1)[..., : config.vocab_size].cpu()
         hf = LlamaForCausalLM.from_pretrained(hf_dir, dtype=torch.float32).eval()
         with torch.no_grad():
             hf_logits = hf(tokens).logits
-        parts = [torch.empty_like(logits_local) for _ in range(tp)]
-        torch.distributed.all_gather(parts, logits_local, group=ps.get_tensor_model_parallel_group())
-        full = torch.cat(parts, dim=-1)[..., : config.vocab_size]
         result["logits_max_abs_diff"] = (full - hf_logits).abs().max().item()
         result["logits_scale"] = hf_logits.abs().max().item()
         target = tokens[:, 1:]
         hf_logp = torch.log_softmax(hf_logits[:, :-1], -1).gather(-1, target.unsqueeze(-1)).squeeze(-1)
-        logp = vocab_parallel_logprobs(logits_local[:, :-1], target, vocab_size=config.vocab_size)
+        target_device = target.to(logits_device.device)
+        logp = vocab_parallel_logprobs(logits_device[:, :-1], target_device, vocab_size=config.vocab_size).cpu()
         result["logprobs_max_abs_diff"] = (logp - hf_logp).abs().max().item()
         hf_p = torch.softmax(hf_logits, -1)
         hf_entropy = -(hf_p * torch.log_softmax(hf_logits, -1)).sum(-1)
-        entropy = vocab_parallel_entropy(logits_local, vocab_size=config.vocab_size)
+        entropy = vocab_parallel_entropy(logits_device, vocab_size=config.vocab_size).cpu()
         result["entropy_max_abs_diff"] = (entropy - hf_entropy).abs().max().item()
-        joint_logp, joint_entropy = vocab_parallel_logprobs_and_entropy(logits_local[:, :-1], target, config.vocab_size)
+        joint_logp, joint_entropy = (t.cpu() for t in vocab_parallel_logprobs_and_entropy(
+            logits_device[:, :-1], target_device, config.vocab_size))
         result["joint_logprobs_max_abs_diff"] = (joint_logp - hf_logp).abs().max().item()
         result["joint_entropy_max_abs_diff"] = (joint_entropy - hf_entropy[:, :-1]).abs().max().item()
 
     reader = HFCheckpointReader(hf_dir)
-    exported = dict(export_hf_weights(model))
+    exported = {n: t.cpu() for n, t in export_hf_weights(model)}
     result["export_names_equal"] = sorted(exported) == sorted(reader.weight_map)
     result["export_missing"] = sorted(set(reader.weight_map) - set(exported))
     result["export_extra"] = sorted(set(exported) - set(reader.weight_map))

@@ -16,7 +16,7 @@ def main():
 
     layout = init_distributed(tp=tp)
     cfg = RLConfig(model_dir=model_dir, train_questions="unused", lr=1e-4, max_new_tokens=16, micro_batch_size=2,
-                   bf16=False, tp=tp)
+                   minibatches_per_step=1, bf16=False, tp=tp)
     learner = Learner(cfg, layout, model_dir)
     prompt = [5, 6, 7, 8]
     rollouts = [Rollout(0, prompt, [10, 11, 12], [0.0] * 3, "stop", ""), Rollout(0, prompt, [20, 21, 22], [0.0] * 3, "stop", ""),

@@ -39,7 +39,8 @@ def main():
         runs = {}
         for shared in (False, True):
             cfg = RLConfig(model_dir=model_dir, train_questions="unused", lr=1e-3, max_new_tokens=16, group_size=3,
-                           micro_batch_size=3, bf16=False, tp=tp, pp=pp, shared_prompt_update=shared, **extra)
+                           micro_batch_size=3, bf16=False, tp=tp, pp=pp, shared_prompt_update=shared,
+                           **{"minibatches_per_step": 1, **extra})
             learner = Learner(cfg, layout, model_dir)
             calls["n"] = 0
             metrics = learner.train(batch, num_responses_global=batch.size,
