@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from recipes.experiment import PipelineFailed, run_pipeline  # noqa: E402
 from recipes.pipeline_recipe import PipelineRecipe, default_ranks, llama32_3b_a100 as _llama32_3b_a100  # noqa: E402
+from recipes.pipeline_recipe import llama32_3b_a100_oat_zero_data as _llama32_3b_a100_oat_zero_data  # noqa: E402
 from recipes.pipeline_recipe import tiny_cpu as _tiny_cpu  # noqa: E402
 
 
@@ -46,6 +47,11 @@ def tiny_cpu() -> run.Config[PipelineRecipe]:
 @run.cli.factory
 def llama32_3b_a100() -> run.Config[PipelineRecipe]:
     return _as_config(_llama32_3b_a100())
+
+
+@run.cli.factory
+def llama32_3b_a100_oat_zero_data() -> run.Config[PipelineRecipe]:
+    return _as_config(_llama32_3b_a100_oat_zero_data())
 
 
 @run.cli.factory

@@ -13,26 +13,31 @@ from slurm_cluster import slurm_cluster  # noqa: F401  (session fixture)
 RECIPE = REPO / "recipes" / "llama3b_math_then_drgrpo.py"
 
 
-@pytest.mark.parametrize("variant", ["tiny_cpu", "llama32_3b_a100"])
+@pytest.mark.parametrize("variant", ["tiny_cpu", "llama32_3b_a100", "llama32_3b_a100_oat_zero_data"])
 def test_every_variant_builds_and_validates(variant, tmp_path):
     from recipes.experiment import build_tasks
     from recipes.pipeline_recipe import RECIPES
 
     recipe = RECIPES[variant]()
     recipe.output_dir = str(tmp_path / "out")
-    if variant == "llama32_3b_a100":
+    if variant != "tiny_cpu":
         recipe.stage1.model.hf_dir = recipe.data.tokenizer_dir = "/models/Llama-3.2-3B"
-        recipe.stage2.train_questions = "math:/data/MATH?levels=3-5"
+        recipe.stage2.train_questions = "math:/data/math_12k"
     tasks = build_tasks(recipe)
     assert [name for name, _, _ in tasks] == ["data", "stage1", "eval_before", "stage2", "eval_after", "report"]
     stage1 = dict((n, p) for n, p, _ in tasks)["stage1"].cfg
     stage2 = dict((n, p) for n, p, _ in tasks)["stage2"].cfg
     assert stage2.model_dir == str(tmp_path / "out" / "stage1" / "hf")  # outputs pass by path
     assert stage1.output_dir == str(tmp_path / "out" / "stage1")
-    if variant == "llama32_3b_a100":  # the paper's hyper-parameters
+    if variant != "tiny_cpu":  # the authors' settings (examples/llama3.2-3b-numinaqa.sh of understand-r1-zero)
         assert (stage2.lr, stage2.group_size, stage2.questions_per_step, stage2.max_new_tokens) == (1e-6, 8, 128, 3000)
         assert (stage2.temperature, stage2.aggregation, stage2.std_normalize, stage2.kl_coef) == (1.0, "dr_grpo", False, 0.0)
-        assert stage2.train_levels == (3, 4, 5) and stage2.template == "qwen_math"
+        assert stage2.minibatches_per_step == 8  # train_batch_size 128 of 128 x 8 rollouts
+        assert (stage2.max_prompt_tokens, stage2.verifier, stage2.eval_every, stage2.recompute) == (1024, "fast", 16, "full")
+    if variant == "llama32_3b_a100":  # the paper's Llama run: r1 template, MATH-12k of all levels
+        assert stage2.template == "r1" and stage2.train_levels == ()
+    if variant == "llama32_3b_a100_oat_zero_data":  # the named deviation: Oat-Zero's template and levels
+        assert stage2.template == "qwen_math" and stage2.train_levels == (3, 4, 5)
 
 
 def test_a100_recipe_without_model_path_fails_with_the_fix(tmp_path):
