@@ -36,6 +36,9 @@ class EvalTask:
     """Per benchmark (0: all)."""
     backend: str = "vllm"
     """Decoder: vllm (the paper's), torch or hf."""
+    verifier: str = "math_verify"
+    """Grader of the evaluation (pipeline.rl.grading.VERIFIERS); math_verify is what the authors' evaluate_model.py
+    grades the paper's tables with."""
 
 
 @dataclass
@@ -200,7 +203,8 @@ def eval_config(recipe: PipelineRecipe, model_dir: str, out_dir: str):
     options = {"max_model_len": e.max_new_tokens + recipe.stage2.max_prompt_tokens + 8} if e.backend != "hf" else {}
     return EvalConfig(model=model_dir, benchmarks=tuple(benchmarks), suite=e.suite,
                       template=e.template or recipe.stage2.template, max_new_tokens=e.max_new_tokens,
-                      max_questions=e.max_questions, backend=e.backend, backend_options=options, output_dir=out_dir)
+                      max_questions=e.max_questions, backend=e.backend, backend_options=options, output_dir=out_dir,
+                      verifier=e.verifier)
 
 
 def recipe_from_dict(values: dict) -> PipelineRecipe:

@@ -136,3 +136,43 @@ def test_template_study_counts_answers_with_each_templates_extractor(tmp_path, g
     assert (tmp_path / "study" / "r1" / "results.json").exists()
     with pytest.raises(ValueError, match="unknown templates"):
         template_study(cfg, ("r2",), scripted_generate, grade=grade)
+
+
+def test_verifier_setting_flows_into_grading_and_results(tmp_path):
+    """``verifier`` (CLI ``--verifier``) picks the grader and is recorded; the default is the library's."""
+    from pipeline.eval.__main__ import _config, build_parser, main
+    from pipeline.rl.grading import DEFAULT_VERIFIER
+
+    bench = tmp_path / "a.jsonl"
+    bench.write_text(json.dumps({"question": "What is half of 1?", "answer": "\\frac{1}{2}"}) + "\n")
+
+    def generate(prompts, *, n, temperature, top_p, max_new_tokens, stop, seed):
+        # an unreduced fraction: of the three verifiers only "fast" refuses it
+        return [[Completion("so \\boxed{2/4}", num_tokens=5, truncated=False)] for _ in prompts]
+
+    accuracy = {}
+    for verifier in ("fast", "math_verify", "lenient"):
+        cfg = EvalConfig(benchmarks=(f"synthetic={bench}",), verifier=verifier, grader_workers=1,
+                         output_dir=str(tmp_path / verifier))
+        results = evaluate(cfg, generate, progress=False)  # the real RewardGrader, built from the config
+        accuracy[verifier] = results["average"]["accuracy"]
+        written = json.loads((tmp_path / verifier / "results.json").read_text())
+        assert written["verifier"] == written["config"]["verifier"] == verifier
+        assert f"{verifier} verifier" in (tmp_path / verifier / "results.md").read_text()
+    assert accuracy == {"fast": 0.0, "math_verify": 1.0, "lenient": 1.0}
+
+    default = next(f.default for f in dataclasses.fields(EvalConfig) if f.name == "verifier")
+    assert default == DEFAULT_VERIFIER
+    args = build_parser().parse_args(["run", "--benchmark", f"synthetic={bench}", "--verifier", "math_verify"])
+    assert _config(args).verifier == "math_verify"
+    with pytest.raises(ValueError, match=r"unknown verifier 'strict'; valid names: \['fast', 'lenient', 'math_ver"):
+        EvalConfig(benchmarks=(f"synthetic={bench}",), verifier="strict")
+    assert main(["run", "--benchmark", f"synthetic={bench}", "--verifier", "strict"]) == 2
+
+
+def test_answer_rate_follows_the_verifier_reading():
+    record = {"template": "qwen_math", "response": "so \\fbox{7}"}
+    from pipeline.eval.scoring import answered
+
+    assert answered(record) and answered(record, "lenient")  # the template's extractor reads \fbox
+    assert not answered(record, "fast") and not answered(record, "math_verify")  # the authors' need \boxed{...}

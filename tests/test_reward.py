@@ -1,24 +1,30 @@
 """The math reward: equivalences, non-equivalences, template-aware extraction, and hostile model output.
 
+Equivalence tests describe the project's own "lenient" verifier (the authors' "fast" / "math_verify" are tested
+against their grader in test_verifiers.py); hostile output is tried under every verifier.
 Graded through real worker processes. ``GRADE_LIMIT_S`` is the grader's hard functional limit per answer
 (not a speed benchmark): every hostile input must come back, scored 0, within it.
 """
 
+import functools
 import os
 import threading
 import time
 
 import pytest
 
-from pipeline.rl.grading import EQUIVALENCE_STAGES, is_equivalent, normalize_answer, sympy_equal
-from pipeline.rl.reward import GraderConfig, RewardGrader, math_reward
+from pipeline.rl.grading import EQUIVALENCE_STAGES, VERIFIERS, is_equivalent, normalize_answer, sympy_equal
+from pipeline.rl.reward import GraderConfig, RewardGrader
+from pipeline.rl.reward import math_reward as _math_reward
+
+math_reward = functools.partial(_math_reward, verifier="lenient")
 
 GRADE_LIMIT_S = 2.0
 
 
 @pytest.fixture(scope="module")
 def grader():
-    with RewardGrader(num_workers=2, timeout_s=1.0) as pool:
+    with RewardGrader(num_workers=2, timeout_s=1.0, verifier="lenient") as pool:
         yield pool
 
 
@@ -146,8 +152,10 @@ def _hostile_cases(marker: str) -> list[tuple[str, str, str, str]]:
     ]
 
 
-def test_math_reward_on_hostile_output_is_bounded_and_executes_nothing(tmp_path):
+@pytest.mark.parametrize("verifier", sorted(VERIFIERS))
+def test_math_reward_on_hostile_output_is_bounded_and_executes_nothing(tmp_path, verifier):
     marker = tmp_path / "pwned"
+    math_reward = functools.partial(_math_reward, verifier=verifier)
     assert math_reward(_boxed("0.5"), "1/2", "qwen_math") == 1.0  # starts the shared worker, outside the timed calls
     for name, response, gold, template in _hostile_cases(str(marker)):
         start = time.monotonic()

@@ -165,3 +165,24 @@ def test_updates_move_logprobs_in_the_direction_of_the_advantage(policy, tmp_pat
     for r in read_rank_results(tmp_path, tp):
         assert all(d * a > 0 for d, a in zip(r["delta"], r["adv"])), r
         assert r["metrics"]["train/grad_norm"] > 0
+
+
+def test_in_training_eval_is_what_the_eval_suite_reports(policy, tmp_path):
+    """eval/accuracy of the final step equals `pipeline.eval run` on the exported model with the same questions,
+    budget, template, decoder (the torch engine, greedy) and verifier; truncated responses are graded in both."""
+    model, questions = policy
+    out = tmp_path / "run"
+    config = _config(policy, out, steps=1, eval_every=1, eval_max_questions=24, max_new_tokens=10, verifier="lenient")
+    _finish(_launch(config, nproc=1))
+    final = _metrics(out)[-1]
+    assert 0 < final["eval/truncation_rate"]  # 10 tokens cut some answers after their box: their grading matters
+    subset = tmp_path / "eval_questions.jsonl"
+    subset.write_text("".join(questions.read_text().splitlines(keepends=True)[:24]))
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1")
+    proc = subprocess.run([sys.executable, "-m", "pipeline.eval", "run", "--model", str(out / "hf"), "--template", "none",
+                           "--backend", "torch", "--benchmark", f"synthetic={subset}", "--max-new-tokens", "10",
+                           "--verifier", "lenient", "--out", str(tmp_path / "eval")],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    results = json.loads((tmp_path / "eval" / "results.json").read_text())
+    assert results["benchmarks"]["synthetic"]["accuracy"] == pytest.approx(final["eval/accuracy"])

@@ -54,6 +54,11 @@ class EvalConfig:
     """Score truncated responses 0 (the RL reward's rule). The authors' evaluation grades their text anyway."""
     grader_workers: int = 2
     """Grading worker processes (pipeline.rl.reward.RewardGrader)."""
+    verifier: str = "math_verify"
+    """Grader (pipeline.rl.grading.VERIFIERS): math_verify (what the authors' evaluate_model.py grades the paper's
+    tables with), fast (their default training verifier; a training run's eval/accuracy uses its own `verifier`,
+    so `--verifier fast` reproduces it), or lenient (this project's own, more lenient grader). Recorded in
+    results.json."""
     backend: str = "hf"
     """Generation backend: a GENERATE_BACKENDS name or 'module:callable' taking (model_dir, **backend_options)."""
     backend_options: dict = dataclasses.field(default_factory=dict)
@@ -63,6 +68,9 @@ class EvalConfig:
 
     def __post_init__(self):
         get_template(self.template)
+        from pipeline.rl.grading import get_verifier
+
+        get_verifier(self.verifier)
         self.refs()
         if not self.benchmarks and not self.suite and not self.benchmark_file:
             raise ValueError("no benchmarks: pass benchmarks=('math500=PATH', ...) (CLI: --benchmark NAME=PATH), "
@@ -132,16 +140,18 @@ def evaluate(config: EvalConfig, generate: GenerateFn | None = None, *, grade: G
     generate = generate or build_generate(config)
     template = get_template(config.template)
     records = _generate_records(config, questions, generate, template, progress)
-    with (reward_grader(config.grader_workers) if grade is None else contextlib.nullcontext(grade)) as grade_fn:
+    with (reward_grader(config.grader_workers, config.verifier) if grade is None
+          else contextlib.nullcontext(grade)) as grade_fn:
         grade_records(records, grade_fn, truncated_scores_zero=config.truncated_scores_zero)
-    benchmarks = {name: summarize([r for r in records if r["benchmark"] == name], config.pass_k) for name in questions}
-    results = {"model": config.model, "template": config.template, "config": dataclasses.asdict(config),
-               "benchmarks": benchmarks, "average": average(benchmarks)}
+    benchmarks = {name: summarize([r for r in records if r["benchmark"] == name], config.pass_k, config.verifier)
+                  for name in questions}
+    results = {"model": config.model, "template": config.template, "verifier": config.verifier,
+               "config": dataclasses.asdict(config), "benchmarks": benchmarks, "average": average(benchmarks)}
     if write:
         out = Path(config.output_dir)
         write_atomic(out / "results.json", json.dumps(results, indent=2) + "\n")
-        write_atomic(out / "results.md", f"# Evaluation: {config.model or 'model'} ({config.template} template)\n\n"
-                     + results_markdown(results))
+        write_atomic(out / "results.md", f"# Evaluation: {config.model or 'model'} ({config.template} template, "
+                     f"{config.verifier} verifier)\n\n" + results_markdown(results))
         write_atomic(out / "generations.jsonl", "".join(json.dumps(r) + "\n" for r in records))
     return results
 
@@ -183,7 +193,8 @@ def template_study(config: EvalConfig, templates: tuple[str, ...], generate: Gen
     load_questions(config)  # fail on a bad benchmark before building the model
     generate = generate or build_generate(config)
     out = {}
-    with (reward_grader(config.grader_workers) if grade is None else contextlib.nullcontext(grade)) as grade_fn:
+    with (reward_grader(config.grader_workers, config.verifier) if grade is None
+          else contextlib.nullcontext(grade)) as grade_fn:
         for name in templates:
             cfg = dataclasses.replace(config, template=name, output_dir=str(Path(config.output_dir) / name))
             out[name] = evaluate(cfg, generate, grade=grade_fn, progress=progress)

@@ -37,11 +37,13 @@ def per_response(fn: Callable[[str, str, str], float]) -> GradeFn:
 
 
 @contextlib.contextmanager
-def reward_grader(num_workers: int = 2) -> Iterator[GradeFn]:
-    """The project's reward (``pipeline.rl.reward``) as a ``GradeFn``, on a pool of grading processes."""
+def reward_grader(num_workers: int = 2, verifier: str | None = None) -> Iterator[GradeFn]:
+    """The project's reward (``pipeline.rl.reward``) as a ``GradeFn``, on a pool of grading processes, with
+    ``verifier`` (``pipeline.rl.grading.VERIFIERS``; None: the library default)."""
     from pipeline.rl.reward import RewardGrader
 
-    with RewardGrader(num_workers=num_workers) as grader:
+    settings = {} if verifier is None else {"verifier": verifier}
+    with RewardGrader(num_workers=num_workers, **settings) as grader:
         yield lambda responses, golds, template: grader.grade_batch(list(responses), list(golds), template)[0]
 
 
@@ -65,9 +67,16 @@ def grade_records(records: list[dict], grade: GradeFn, *, truncated_scores_zero:
             record["reward"] = float(reward)
 
 
-def answered(record: dict) -> bool:
-    """Whether the response gives an answer its template's extractor can find (the template study's measure)."""
-    answer = get_template(record["template"]).extract_answer(record["response"])
+def answered(record: dict, verifier: str | None = None) -> bool:
+    """Whether the response gives an answer (the template study's measure): one its template's extractor finds,
+    or, given ``verifier``, one that verifier reads (the authors' verifiers read only ``\\boxed{...}`` and the strict
+    r1 tag format)."""
+    if verifier is None:
+        answer = get_template(record["template"]).extract_answer(record["response"])
+    else:
+        from pipeline.rl.grading import get_verifier
+
+        answer = get_verifier(verifier).extract(record["response"], record["template"])
     return answer is not None and bool(answer.strip())
 
 
@@ -75,8 +84,8 @@ def _mean(values: list[float]) -> float | None:
     return statistics.fmean(values) if values else None
 
 
-def summarize(records: list[dict], pass_k: Sequence[int] = (1,)) -> dict:
-    """One benchmark's numbers from its graded records."""
+def summarize(records: list[dict], pass_k: Sequence[int] = (1,), verifier: str | None = None) -> dict:
+    """One benchmark's numbers from its graded records (``answer_rate`` per ``answered(record, verifier)``)."""
     if not records:
         raise ValueError("no records to summarise")
     questions: dict[object, list[float]] = defaultdict(list)
@@ -94,7 +103,7 @@ def summarize(records: list[dict], pass_k: Sequence[int] = (1,)) -> dict:
         "response_len_correct": _mean(correct),
         "response_len_incorrect": _mean(incorrect),
         "truncation_rate": statistics.fmean(bool(r["truncated"]) for r in records),
-        "answer_rate": statistics.fmean(answered(r) for r in records),
+        "answer_rate": statistics.fmean(answered(r, verifier) for r in records),
     }
     for k in pass_k:
         if k > min(sizes):

@@ -180,6 +180,10 @@ class RLConfig:
                              f"ranks ({world_size}): every rank's rollout engine samples an equal share")
         if self.tis_cap < 0:
             raise ValueError(f"tis_cap={self.tis_cap} must be >= 0 (0: no truncated importance sampling)")
+        from pipeline.rl.grading import VERIFIERS  # sympy and math-verify: not at import time of the config
+
+        if self.verifier not in VERIFIERS:
+            raise ValueError(f"verifier={self.verifier!r}; valid: {sorted(VERIFIERS)}")
         if self.recompute not in RECOMPUTE:
             raise ValueError(f"recompute={self.recompute!r}; valid: {list(RECOMPUTE)}")
         if self.logprob_chunk_tokens < 0:

@@ -67,7 +67,7 @@ def run_rl(cfg: RLConfig) -> Path:
         out.mkdir(parents=True, exist_ok=True)
         (out / "rl_config.json").write_text(cfg.to_json())
         _truncate_generations(out / "generations.jsonl", start_step)
-    grader = RewardGrader(num_workers=cfg.grader_workers, timeout_s=cfg.grade_timeout_s)
+    grader = RewardGrader(num_workers=cfg.grader_workers, timeout_s=cfg.grade_timeout_s, verifier=cfg.verifier)
     sampling = dict(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
                     stop=template.stop, n=cfg.group_size)
     progress = _progress(layout.is_main, start_step, cfg.steps)
@@ -155,11 +155,13 @@ def _seed(seed: int, step: int, rank: int) -> int:
 
 
 def _set_threads(cfg: RLConfig) -> None:
+    """CPU threads per rank: this node's cores over this node's ranks (torchrun's LOCAL_WORLD_SIZE; WORLD_SIZE
+    counts every node's ranks), as stage one does."""
     if torch.cuda.is_available():
         return
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    threads = cfg.threads_per_rank or max(1, (os.cpu_count() or 1) // world)
-    torch.set_num_threads(threads)
+    ranks_here = int(os.environ.get("LOCAL_WORLD_SIZE", os.environ.get("WORLD_SIZE", "1")))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    torch.set_num_threads(cfg.threads_per_rank or max(1, cores // ranks_here))
 
 
 def _load_prompts(spec: str, levels, template, tokenizer, max_prompt_tokens: int) -> list[dict]:
@@ -178,8 +180,9 @@ def _load_prompts(spec: str, levels, template, tokenizer, max_prompt_tokens: int
 
 def _evaluate(generator, grader, test_qs, template, cfg, layout) -> dict:
     """Greedy accuracy on the held-out questions, each rank grading its share. A response cut at the budget is
-    graded like any other, as the authors' evaluation and `pipeline.eval run` do (training rewards give it 0), so
-    eval/accuracy is the number the eval suite reports for the same checkpoint, questions and budget."""
+    graded like any other, as the authors' evaluation and `pipeline.eval run` do (training rewards give it 0), and
+    with the run's own verifier (as oat's in-training evaluation), so eval/accuracy is the number
+    `pipeline.eval run --verifier <the run's verifier>` reports for the same checkpoint, questions and budget."""
     ids = list(range(len(test_qs)))
     per = -(-len(ids) // layout.world_size)
     mine = ids[layout.rank * per : (layout.rank + 1) * per]

@@ -1,13 +1,17 @@
 """Binary math reward for RL rollouts: 1.0 when the response's final answer equals the gold answer, else 0.0.
 
     from pipeline.rl.reward import RewardGrader, math_reward
-    with RewardGrader(num_workers=4, timeout_s=1.0) as grader:
+    with RewardGrader(num_workers=4, timeout_s=1.0, verifier="fast") as grader:
         rewards, stats = grader.grade_batch(responses, golds, "r1", truncated=finished_by_length)
     math_reward(response, gold, "qwen_math")          # one answer, through a shared one-worker grader
+    math_reward(response, gold, "r1", verifier="math_verify")
 
-Per response: a response cut at the length limit scores 0; the template pulls out the final answer (the last
-``\\boxed{}``, or the last ``<answer>`` tag for ``r1``); answers equal after normalisation score 1 right here;
-everything else goes to a worker process that tries sympy, then math-verify (``pipeline.rl.grading``).
+The verifier (``pipeline.rl.grading.VERIFIERS``: the authors' ``"fast"`` (default) and ``"math_verify"``, or this
+project's ``"lenient"``) decides which answer a response gives and what equals the gold answer. Per response: a
+response cut at the length limit scores 0 (the authors' rule); the verifier pulls out the final answer (per
+template: the last ``\\boxed{}``, or the ``<answer>`` tag for ``r1``); answers its cheap string check already
+matches score 1 right here; everything else goes to a worker process running the verifier's full check
+(sympy, math-verify).
 Each worker grade has a hard wall-clock limit: a worker past its deadline is killed and replaced and the answer
 scores 0; so does an answer whose worker crashed. Both are counted in the stats, and the run goes on.
 There is no format reward.
@@ -35,9 +39,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from data_prep.answers import last_boxed_content
 from data_prep.templates import get_template
-from pipeline.rl.grading import EQUIVALENCE_STAGES, check_stages, is_equivalent, normalize_answer
+from pipeline.rl.grading import DEFAULT_VERIFIER, EQUIVALENCE_STAGES, check_stages, get_verifier
 
 
 @dataclass(frozen=True)
@@ -47,10 +50,13 @@ class GraderConfig:
     timeout_s: float = 1.0
     """Hard wall-clock limit for one answer in a worker (the authors use 1 s); past it the worker is killed
     and the answer scores 0."""
+    verifier: str = DEFAULT_VERIFIER
+    """Which grader (``pipeline.rl.grading.VERIFIERS``): "fast" and "math_verify" reproduce the authors'
+    ``verifier_version`` settings (their 1.5B / Llama scripts use "fast", their 7B script and their standalone
+    evaluation "math_verify"); "lenient" is this project's more lenient grader."""
     stages: tuple[str, ...] = tuple(EQUIVALENCE_STAGES)
-    """Equivalence checks after the normalised string match, in order (``pipeline.rl.grading.EQUIVALENCE_STAGES``).
-    ``("sympy",)`` is close to the authors' training-time "fast" verifier; the default adds math-verify, as their
-    evaluation does (more recall, ~5x slower per answer)."""
+    """The "lenient" verifier's equivalence checks after its normalised string match, in order
+    (``pipeline.rl.grading.EQUIVALENCE_STAGES``); the other verifiers ignore it."""
     max_answer_chars: int = 1000
     """Extracted answers (or gold answers) longer than this score 0 without grading, unless identical to the gold."""
     worker_memory_mb: int = 4096
@@ -66,6 +72,7 @@ class GraderConfig:
         if self.max_answer_chars < 1:
             raise ValueError(f"max_answer_chars must be >= 1, got {self.max_answer_chars}")
         check_stages(self.stages)
+        get_verifier(self.verifier)
 
 
 STAT_KEYS = ("grading_failures", "grading_timeouts", "worker_restarts", "truncated", "no_answer",
@@ -73,17 +80,16 @@ STAT_KEYS = ("grading_failures", "grading_timeouts", "worker_restarts", "truncat
 """Counts in ``grade_batch``'s stats (per response, except worker_restarts), plus ``grade_time_s``."""
 
 
-def gold_answer(gold: str | int | float) -> str:
-    """The gold answer as compared: the content of its last ``\\boxed{}`` when it has one (MATH solutions)."""
-    gold = str(gold)
-    boxed = last_boxed_content(gold) if "\\boxed" in gold or "\\fbox" in gold else None
-    return (boxed if boxed is not None else gold).strip()
+def gold_answer(gold: str | int | float, verifier: str = "lenient") -> str | None:
+    """The gold answer as ``verifier`` compares it: for "lenient" the content of its last ``\\boxed{}`` when it
+    has one (MATH solutions), stripped; for the authors' verifiers their ``grade`` rule (None: unreadable box)."""
+    return get_verifier(verifier).gold(str(gold))
 
 
 # ------------------------------------------------------------------------------------------- worker process
 
 
-def _serve(protocol_fd: int, memory_mb: str, parent_pid: str, stages: str) -> None:
+def _serve(protocol_fd: int, memory_mb: str, parent_pid: str, stages: str, verifier: str) -> None:
     """Worker entry point: grade ``[job, pred, gold]`` lines from stdin, answer ``[job, equal, errors]`` lines on
     ``protocol_fd`` (the original stdout; fd 1 already points at stderr, so no library print can corrupt it)."""
     for sig in HELPER_IGNORED_SIGNALS:  # blocked since before exec (see _Worker)
@@ -98,13 +104,14 @@ def _serve(protocol_fd: int, memory_mb: str, parent_pid: str, stages: str) -> No
         import resource
 
         resource.setrlimit(resource.RLIMIT_AS, (int(memory_mb) << 20, int(memory_mb) << 20))
-    out, stages_ = os.fdopen(protocol_fd, "wb"), tuple(stages.split(","))
+    out, stages_ = os.fdopen(protocol_fd, "wb"), tuple(filter(None, stages.split(",")))
+    equal_fn = get_verifier(verifier).equal
     out.write(b'["ready"]\n')
     out.flush()
     for line in sys.stdin.buffer:
         job, pred, gold = json.loads(line)
         try:
-            equal, errors = is_equivalent(pred, gold, stages_)
+            equal, errors = equal_fn(pred, gold, stages_)
         except BaseException as error:  # MemoryError, RecursionError...: report it and keep serving
             equal, errors = False, [f"{type(error).__name__}: {str(error)[:200]}"]
         out.write(json.dumps([job, equal, errors]).encode() + b"\n")
@@ -130,7 +137,7 @@ class _Worker:
         try:
             self.process = subprocess.Popen(
                 [sys.executable, "-c", _WORKER_CODE, str(config.worker_memory_mb), str(os.getpid()),
-                 ",".join(config.stages)],
+                 ",".join(config.stages), config.verifier],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, start_new_session=True)
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, previous)
@@ -283,7 +290,8 @@ class RewardGrader:
         ``truncated[i]`` marks a response that hit the generation limit: it scores 0 whatever it says.
         """
         started = time.monotonic()
-        extract = get_template(template).extract_answer
+        get_template(template)  # an unknown template fails loudly, whatever the verifier
+        verifier = get_verifier(self.config.verifier)
         truncated = [False] * len(responses) if truncated is None else list(truncated)
         if not len(responses) == len(golds) == len(truncated):
             raise ValueError(f"responses ({len(responses)}), golds ({len(golds)}) and truncated ({len(truncated)}) "
@@ -291,25 +299,33 @@ class RewardGrader:
         stats: dict[str, float] = dict.fromkeys(STAT_KEYS, 0)
         rewards = [0.0] * len(responses)
         jobs: dict[tuple[str, str], list[int]] = {}  # identical (answer, gold) pairs are graded once
-        normalized: dict[str, str] = {}
+        matched: dict[tuple[str, str], bool] = {}
+        targets: dict[str, str | None] = {}
         for i, (response, gold) in enumerate(zip(responses, golds)):
             if truncated[i]:
                 stats["truncated"] += 1
                 continue
             try:
-                pred, target = extract(response), gold_answer(gold)
+                pred = verifier.extract(response, template)
+                gold = str(gold)
+                if gold not in targets:
+                    targets[gold] = verifier.gold(gold)
+                target = targets[gold]
                 if pred is None or not pred.strip():
                     stats["no_answer"] += 1
-                elif pred.strip() == target:
+                    if pred is None or verifier.blank_scores_zero:
+                        continue
+                if target is None:  # a gold answer the verifier cannot read (an unclosed box): 0
+                    continue
+                if pred.strip() == target:
                     stats["string_match"] += 1
                     rewards[i] = 1.0
                 elif max(len(pred), len(target)) > self.config.max_answer_chars:
                     stats["answer_too_long"] += 1
                 else:
-                    for text in (pred, target):
-                        if text not in normalized:
-                            normalized[text] = normalize_answer(text)
-                    if normalized[pred] and normalized[pred] == normalized[target]:
+                    if (pred, target) not in matched:
+                        matched[(pred, target)] = verifier.string_equal(pred, target)
+                    if matched[(pred, target)]:
                         stats["string_match"] += 1
                         rewards[i] = 1.0
                     else:
@@ -378,24 +394,28 @@ class RewardGrader:
         return results  # type: ignore[return-value]
 
 
-_shared_grader: RewardGrader | None = None
+_shared_graders: dict[str, RewardGrader] = {}
 _shared_lock = threading.Lock()
 
 
-def _shared() -> RewardGrader:
-    global _shared_grader
+def _shared(verifier: str) -> RewardGrader:
+    get_verifier(verifier)  # an unknown name fails before any worker starts
     with _shared_lock:
-        if _shared_grader is None:
-            _shared_grader = RewardGrader(num_workers=1)
-            atexit.register(_shared_grader.close)
-        return _shared_grader
+        if verifier not in _shared_graders:
+            _shared_graders[verifier] = RewardGrader(num_workers=1, verifier=verifier)
+            atexit.register(_shared_graders[verifier].close)
+        return _shared_graders[verifier]
 
 
-def math_reward(response: str, gold: str, template: str, *, truncated: bool = False) -> float:
-    """1.0 if the response's final answer (per ``template``) equals ``gold``, else 0.0; never raises on model text.
+def math_reward(response: str, gold: str, template: str, *, truncated: bool = False,
+                verifier: str = DEFAULT_VERIFIER) -> float:
+    """1.0 if the response's final answer (per ``template`` and ``verifier``) equals ``gold``, else 0.0; never raises
+    on model text. ``truncated=True`` (a response cut at the length limit) scores 0, the authors' training rule.
 
-    Grades through one shared worker process (started by the first call that needs it, which takes about a
-    second longer); each grade after that is bounded by ``GraderConfig.timeout_s``.
+    ``verifier``: "fast" (default, the authors' default ``verifier_version``), "math_verify" (the authors' other
+    setting) or "lenient" (this project's grader); an unknown name raises ValueError listing them. Grades through
+    one shared worker process per verifier (started by the first call that needs it, which takes about a second
+    longer); each grade after that is bounded by ``GraderConfig.timeout_s``.
     """
-    rewards, _ = _shared().grade_batch([response], [gold], template, [truncated])
+    rewards, _ = _shared(verifier).grade_batch([response], [gold], template, [truncated])
     return rewards[0]
