@@ -139,9 +139,9 @@ def test_template_study_counts_answers_with_each_templates_extractor(tmp_path, g
 
 
 def test_verifier_setting_flows_into_grading_and_results(tmp_path):
-    """``verifier`` (CLI ``--verifier``) picks the grader and is recorded; the default is the library's."""
+    """``verifier`` (CLI ``--verifier``) picks the grader and is recorded; the default is math_verify, the grader of
+    the authors' evaluate_model.py."""
     from pipeline.eval.__main__ import _config, build_parser, main
-    from pipeline.rl.grading import DEFAULT_VERIFIER
 
     bench = tmp_path / "a.jsonl"
     bench.write_text(json.dumps({"question": "What is half of 1?", "answer": "\\frac{1}{2}"}) + "\n")
@@ -162,9 +162,9 @@ def test_verifier_setting_flows_into_grading_and_results(tmp_path):
     assert accuracy == {"fast": 0.0, "math_verify": 1.0, "lenient": 1.0}
 
     default = next(f.default for f in dataclasses.fields(EvalConfig) if f.name == "verifier")
-    assert default == DEFAULT_VERIFIER
-    args = build_parser().parse_args(["run", "--benchmark", f"synthetic={bench}", "--verifier", "math_verify"])
-    assert _config(args).verifier == "math_verify"
+    assert default == "math_verify"
+    args = build_parser().parse_args(["run", "--benchmark", f"synthetic={bench}", "--verifier", "fast"])
+    assert _config(args).verifier == "fast"
     with pytest.raises(ValueError, match=r"unknown verifier 'strict'; valid names: \['fast', 'lenient', 'math_ver"):
         EvalConfig(benchmarks=(f"synthetic={bench}",), verifier="strict")
     assert main(["run", "--benchmark", f"synthetic={bench}", "--verifier", "strict"]) == 2
