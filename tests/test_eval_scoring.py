@@ -134,6 +134,8 @@ def test_template_study_counts_answers_with_each_templates_extractor(tmp_path, g
     table = (tmp_path / "study" / "templates.md").read_text()
     assert "| r1 | 0.0 / 0.0 | 0.0 / 0.0 |" in table and "| none | 50.0 / 50.0 | 50.0 / 50.0 |" in table
     assert (tmp_path / "study" / "r1" / "results.json").exists()
+    for metric in ("answer_rate", "accuracy"):
+        assert (tmp_path / "study" / f"templates_{metric}.png").stat().st_size > 1000
     with pytest.raises(ValueError, match="unknown templates"):
         template_study(cfg, ("r2",), scripted_generate, grade=grade)
 
@@ -176,3 +178,27 @@ def test_answer_rate_follows_the_verifier_reading():
 
     assert answered(record) and answered(record, "lenient")  # the template's extractor reads \fbox
     assert not answered(record, "fast") and not answered(record, "math_verify")  # the authors' need \boxed{...}
+
+
+def test_template_study_command_runs_on_a_tiny_model(tmp_path):
+    """`python -m pipeline.eval templates` end to end: a real (tiny) model decoded by the torch engine under the r1,
+    qwen_math and none templates, graded by the default verifier; the table, JSON and plots are written."""
+    import subprocess
+    import sys
+
+    from conftest import REPO
+    from tiny_models import addition_questions, save_warm_addition_model
+
+    model = save_warm_addition_model(tmp_path / "model")
+    questions = tmp_path / "q.jsonl"
+    questions.write_text("".join(json.dumps(q) + "\n" for q in addition_questions(12, seed=2)))
+    proc = subprocess.run([sys.executable, "-m", "pipeline.eval", "templates", "--model", str(model), "--backend",
+                           "torch", "--benchmark", f"synthetic={questions}", "--max-new-tokens", "16", "--out",
+                           str(tmp_path / "study")], cwd=REPO, capture_output=True, text=True, timeout=600,
+                          env={**__import__("os").environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    study = json.loads((tmp_path / "study" / "templates.json").read_text())
+    assert sorted(study) == ["none", "qwen_math", "r1"]
+    # the warm model was tuned on bare questions: it boxes its answers without a template, not inside r1's tags
+    assert study["none"]["average"]["answer_rate"] > 0.5 and study["r1"]["average"]["answer_rate"] < 0.5
+    assert "| none |" in proc.stdout and (tmp_path / "study" / "templates_accuracy.png").exists()

@@ -85,6 +85,7 @@ def cmd_templates(args) -> None:
 
     config = _config(args)
     print(template_markdown(template_study(config, tuple(args.templates))))
+    print(f"\ntable, plots and per-template results: {config.output_dir}/templates.md, templates_*.png, <template>/")
 
 
 def cmd_reflection(args) -> None:

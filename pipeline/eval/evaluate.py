@@ -185,8 +185,9 @@ def _generate_records(config, questions, generate, template, progress) -> list[d
 
 def template_study(config: EvalConfig, templates: tuple[str, ...], generate: GenerateFn | None = None, *,
                    grade: GradeFn | None = None, progress: bool = True) -> dict[str, dict]:
-    """The paper's template study: for each template, the share of responses that answer (the template's
-    extractor finds an answer) and the accuracy. Results per template go to ``output_dir/<template>/``."""
+    """The paper's template study (section 2): for each template, the share of responses that answer (the verifier
+    finds an answer in them) and the accuracy, per benchmark. Results per template go to ``output_dir/<template>/``;
+    the table to ``templates.md`` / ``.json``, bar charts to ``templates_answer_rate.png`` / ``templates_accuracy.png``."""
     unknown = [t for t in templates if t not in TEMPLATES]
     if unknown or not templates:
         raise ValueError(f"unknown templates {unknown}; valid names: {sorted(TEMPLATES)}")
@@ -198,8 +199,12 @@ def template_study(config: EvalConfig, templates: tuple[str, ...], generate: Gen
         for name in templates:
             cfg = dataclasses.replace(config, template=name, output_dir=str(Path(config.output_dir) / name))
             out[name] = evaluate(cfg, generate, grade=grade_fn, progress=progress)
+    from pipeline.eval.plots import plot_eval_bars
+
     write_atomic(Path(config.output_dir) / "templates.json", json.dumps(out, indent=2) + "\n")
     write_atomic(Path(config.output_dir) / "templates.md", template_markdown(out))
+    for metric in ("answer_rate", "accuracy"):  # bars: one group per benchmark, one bar per template
+        plot_eval_bars(out, Path(config.output_dir) / f"templates_{metric}.png", metric=metric)
     return out
 
 
