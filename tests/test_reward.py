@@ -156,7 +156,8 @@ def _hostile_cases(marker: str) -> list[tuple[str, str, str, str]]:
 def test_math_reward_on_hostile_output_is_bounded_and_executes_nothing(tmp_path, verifier):
     marker = tmp_path / "pwned"
     math_reward = functools.partial(_math_reward, verifier=verifier)
-    assert math_reward(_boxed("0.5"), "1/2", "qwen_math") == 1.0  # starts the shared worker, outside the timed calls
+    # an answer no in-process string check settles: it starts the shared worker pool, outside the timed calls
+    assert math_reward(_boxed("x+1"), "1+x", "qwen_math") == 1.0
     for name, response, gold, template in _hostile_cases(str(marker)):
         start = time.monotonic()
         reward = math_reward(response, gold, template)
