@@ -6,7 +6,11 @@ kernels' decode steps equal the torch-op path's; without a compiler the engine s
 a model it cannot run is refused with the alternatives named; and the sampler draws from the stated distribution
 (temperature, top-p), in torch ops and in the kernel."""
 
+import os
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -251,3 +255,22 @@ def test_without_a_compiler_the_engine_says_why_and_decodes_with_torch_ops(tmp_p
     samples = engine.generate(PROMPTS, SamplingSettings(max_new_tokens=8, n=2, seed=0))
     for ref, ours in reference_logprobs(model_dir, PROMPTS, samples):
         torch.testing.assert_close(ours, ref, atol=2e-5, rtol=0)
+
+
+def test_a_killed_build_leaves_nothing_that_blocks_the_next_load(tmp_path):
+    """torch's build lock, as a build killed mid-way leaves it: the next load must not wait on it forever (a CI
+    run hung there)."""
+    if decode_kernels.load() is None:
+        pytest.skip(f"no compiler here: {decode_kernels.failure()}")
+    built = Path(decode_kernels.load().__file__).parent
+    cache = tmp_path / "extensions"
+    shutil.copytree(built, cache / built.name)
+    (cache / built.name / "lock").write_text("")  # left by the killed build
+    env = dict(os.environ, TORCH_EXTENSIONS_DIR=str(cache))
+    cmd = [sys.executable, "-m", "pipeline.rl.decode_kernels"]
+    try:
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240, cwd=Path(__file__).parents[1])
+    except subprocess.TimeoutExpired:
+        pytest.fail("the load waited on a stale build lock")
+    assert done.returncode == 0 and "ready" in done.stdout, done.stdout + done.stderr
+

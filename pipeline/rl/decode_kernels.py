@@ -7,11 +7,17 @@ only with the CPU's own instruction set), so its name carries a key of that CPU:
 one home directory each load a build for their own instruction set. Without a compiler the engine runs the same
 maths in torch ops, about half as fast per decode step, and says so once. `python -m pipeline.rl.decode_kernels`
 builds ahead of time (scripts/install.sh does).
+
+torch guards a build with a lock file that a killed build leaves behind, and every later build or load then waits on
+it forever (a CI job hung there). Builds here take an `fcntl` lock first, which the kernel releases when its holder
+dies; holding it, a torch lock file can only be stale and is removed.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
+import shutil
 import sys
 import time
 import warnings
@@ -33,13 +39,9 @@ def load(*, verbose: bool = False):
     if _loaded is not None or _failure is not None:
         return _loaded
     try:
-        from torch.utils.cpp_extension import load as build
-
         _put_interpreter_bin_on_path()  # the pip-installed ninja lives beside the interpreter
         started = time.monotonic()
-        _loaded = build(name=f"pipeline_decode_kernels_{_cpu_key()}", sources=[str(SOURCE)],
-                        extra_cflags=["-O3", "-march=native", "-fopenmp", "-fno-math-errno", "-fno-trapping-math"],
-                        extra_ldflags=["-fopenmp"], verbose=verbose)
+        _loaded = _build_once(verbose)
         if time.monotonic() - started > 5:  # a build, not a cached load
             print(f"[decode kernels] compiled {SOURCE.name} in {time.monotonic() - started:.0f} s (once per machine "
                   "and source version)", file=sys.stderr)
@@ -51,9 +53,21 @@ def load(*, verbose: bool = False):
     return _loaded
 
 
-def _put_interpreter_bin_on_path() -> None:
-    import shutil
+def _build_once(verbose: bool):
+    from torch.utils.cpp_extension import _get_build_directory, load as build
 
+    name = f"pipeline_decode_kernels_{_cpu_key()}"
+    build_dir = Path(_get_build_directory(name, verbose))
+    kwargs = dict(name=name, sources=[str(SOURCE)], build_directory=str(build_dir), verbose=verbose,
+                  extra_cflags=["-O3", "-march=native", "-fopenmp", "-fno-math-errno", "-fno-trapping-math"],
+                  extra_ldflags=["-fopenmp"])
+    with open(build_dir.parent / f"{name}.flock", "w") as guard:
+        fcntl.flock(guard, fcntl.LOCK_EX)  # released by the kernel if this process dies
+        (build_dir / "lock").unlink(missing_ok=True)  # torch's own lock: only a dead build can have left it
+        return build(**kwargs)
+
+
+def _put_interpreter_bin_on_path() -> None:
     bin_dir = str(Path(sys.executable).parent)
     if shutil.which("ninja") is None and Path(bin_dir, "ninja").exists():
         os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
