@@ -6,10 +6,10 @@ tests; run it that way, the script installs what the machine lacks and passes th
 
 Parts, each in its own process under a time limit (one failing or timing out does not stop the others):
 - throughput: stage one's step at the Llama-3.2-3B shape (pipeline.model_presets "llama3.2-3b") in bf16 with
-  Megatron's local layer spec (transformer-engine absent): build_llama_model + wrap_with_ddp + build_optimizer +
+  Megatron's local layer spec (transformer-engine absent): build_model + wrap_with_ddp + build_optimizer +
   Megatron's forward_backward with stage one's per-token loss (pipeline.pretrain's step function) + optimizer step,
   on random tokens, `--micro-batches` x `--mbs` x `--seq` tokens per step. Reports tokens/s and MFU =
-  llama_train_flops_per_token x tokens/s / peak, against the bf16 matmul peak measured here
+  train_flops_per_token x tokens/s / peak, against the bf16 matmul peak measured here
   (megatron_ext.training.measure_matmul_flops, 8192^3) and against the card's nominal dense bf16 peak (H200: 989
   TFLOP/s), both named in the JSON.
 - rl: `python -m pipeline.rl` (one process) for `--rl-steps` Dr. GRPO steps with generator=torch on CUDA, fp32
@@ -357,9 +357,9 @@ def _throughput(args: argparse.Namespace, layout, mbs: int, n_micro: int) -> dic
     import torch
     from megatron.core.pipeline_parallel import get_forward_backward_func
 
-    from megatron_ext.llama import build_llama_model, padded_vocab_size, use_transformer_engine
+    from megatron_ext.models import build_model, padded_vocab_size, use_transformer_engine
     from megatron_ext.schedule import wrap_with_ddp
-    from megatron_ext.training import llama_train_flops_per_token, measure_matmul_flops
+    from megatron_ext.training import train_flops_per_token, measure_matmul_flops
     from pipeline.model_presets import build_preset
     from pipeline.optim import OptimConfig, build_optimizer
     from pipeline.pretrain import _forward_step
@@ -370,7 +370,7 @@ def _throughput(args: argparse.Namespace, layout, mbs: int, n_micro: int) -> dic
     hf_config = build_preset(preset)
     seq = args.seq
     t0 = time.time()
-    model = build_llama_model(hf_config, dtype=dtype, max_sequence_length=seq, calculate_per_token_loss=True)
+    model = build_model(hf_config, dtype=dtype, max_sequence_length=seq, calculate_per_token_loss=True)
     ddp = wrap_with_ddp(model, overlap_grad_reduce=on_gpu)
     optimizer = build_optimizer([ddp], OptimConfig(lr=1e-5, min_lr=1e-6, warmup_iters=0, weight_decay=0.1),
                                 dtype=dtype, use_distributed_optimizer=False)
@@ -409,7 +409,7 @@ def _throughput(args: argparse.Namespace, layout, mbs: int, n_micro: int) -> dic
     tokens_per_step = n_micro * mbs * seq
     median_s = statistics.median(times)
     tokens_per_s = tokens_per_step / median_s
-    flops_per_token = llama_train_flops_per_token(hf_config, seq, padded_vocab_size(hf_config.vocab_size, 1))
+    flops_per_token = train_flops_per_token(hf_config, seq, padded_vocab_size(hf_config.vocab_size, 1))
     peak = max(peaks)
     nominal_source, nominal = _nominal_peak()
     achieved = flops_per_token * tokens_per_s

@@ -53,7 +53,7 @@ def main() -> None:
     from transformers import LlamaForCausalLM
 
     from megatron_ext.distributed import init_distributed
-    from megatron_ext.llama import build_llama_model
+    from megatron_ext.models import build_model
     from megatron_ext.weights import export_hf_weights
 
     init_distributed(tp=1, pp=1, seed=0)
@@ -61,7 +61,7 @@ def main() -> None:
     dtype = torch.bfloat16 if on_gpu else torch.float32
     device = torch.device("cuda" if on_gpu else "cpu")
     config = llama_config(args.preset)
-    megatron = build_llama_model(config, dtype=dtype)
+    megatron = build_model(config, dtype=dtype)
     hf = LlamaForCausalLM(config).to(device=device, dtype=dtype)
     hf.load_state_dict(dict(export_hf_weights(megatron, include_tied_lm_head=True)), strict=False)
     hf.config._attn_implementation = "sdpa"

@@ -7,7 +7,7 @@ For each stage it prints the phases that can set the peak and writes, with --jso
 
 How each part is obtained:
 - transient memory (activations kept for backward, logits and the loss head's temporaries, activation gradients):
-  MEASURED. The real model code (megatron_ext.llama.build_llama_model, Megatron's local layer spec) runs one
+  MEASURED. The real model code (megatron_ext.models.build_model, Megatron's local layer spec) runs one
   micro-batch's forward, the stage's real loss (stage one: Megatron's per-token LM loss; stage two:
   pipeline.rl.learner.microbatch_policy_loss with the recipe's log-prob chunking) and backward under torch's
   FakeTensorMode (shapes and dtypes, no memory, no arithmetic) while torch's MemTracker counts every live tensor.
@@ -83,15 +83,18 @@ def _step(shape: Shape, num_layers: int, *, fake: bool) -> dict:
     from torch._subclasses.fake_tensor import FakeTensorMode
     from torch.distributed._tools.mem_tracker import MemTracker
 
-    from megatron_ext.llama import build_llama_model, recompute_overrides
+    from megatron_ext.models import build_model, recompute_overrides
 
-    config = shape.hf_config.__class__.from_dict({**shape.hf_config.to_dict(), "num_hidden_layers": num_layers})
+    fields = {**shape.hf_config.to_dict(), "num_hidden_layers": num_layers}
+    if fields.get("layer_types"):  # Qwen2 / Qwen3: one attention type per layer
+        fields["layer_types"] = fields["layer_types"][:num_layers]
+    config = shape.hf_config.__class__.from_dict(fields)
     B, S = shape.micro_batch, shape.seq_length
     with FakeTensorMode(allow_non_fake_inputs=True) if fake else contextlib.nullcontext():
         extra = {"calculate_per_token_loss": True} if shape.loss == "lm" else {}
         if fake:  # weight values do not matter to memory; and Megatron's GPU init forks its CUDA RNG tracker, which
             extra["perform_initialization"] = False  # compares real RNG states with .item(): impossible on fake tensors
-        model = build_llama_model(config, dtype=shape.dtype, max_sequence_length=S, **extra,
+        model = build_model(config, dtype=shape.dtype, max_sequence_length=S, **extra,
                                   **recompute_overrides(shape.recompute))
         model.train()
         for p in model.parameters():  # Megatron's DDP moves each gradient into its buffer at once
@@ -165,59 +168,54 @@ def measure_transient(shape: Shape, *, full: bool = False) -> dict:
     return out
 
 
-def static_bytes(params: int, dtype: torch.dtype, dp: int, distributed_optimizer: bool, reference: bool) -> dict:
-    """Weights, fp32 gradient buffer, Adam state (fp32 main weights + 2 moments), optional frozen reference."""
+def static_bytes(params: int, dtype: torch.dtype, dp: int, distributed_optimizer: bool, reference: bool,
+                 grad_reduce_in_fp32: bool = True) -> dict:
+    """Weights, gradient buffer (fp32 or the weights' dtype), Adam state (fp32 main weights + 2 moments), optional
+    frozen reference."""
     weight = params * _DTYPE_BYTES[dtype]
     optimizer = params * (12 if dtype != torch.float32 else 8)  # fp32 weights are their own main copy
     if distributed_optimizer:
         optimizer /= dp
-    return {"weights": weight, "grad_buffer": params * 4, "optimizer": optimizer,
+    grad = params * (4 if grad_reduce_in_fp32 else _DTYPE_BYTES[dtype])
+    return {"weights": weight, "grad_buffer": grad, "optimizer": optimizer,
             "reference": weight if reference else 0}
 
 
 # ---- a recipe's stages ------------------------------------------------------------------------------------------
 
 
-def _model_config(recipe):
-    from transformers import AutoConfig
-
-    from pipeline.model_presets import build_preset
-
-    s1 = recipe.stage1.model
-    if s1.hf_dir and (Path(s1.hf_dir) / "config.json").exists():
-        return AutoConfig.from_pretrained(s1.hf_dir)
-    if s1.hf_dir or not recipe.data.synthetic:  # the published shape stands in for a checkpoint not read here
-        return build_preset("llama3.2-3b")
-    return build_preset(s1.preset, overrides=s1.overrides)
-
-
 def plan(recipe, *, full: bool = False, log=print) -> dict:
     """The plan of every training stage of `recipe` (a PipelineRecipe): a dict as written by --json."""
     from megatron_ext.distributed import init_distributed
+    from recipes.pipeline_recipe import model_shape
 
-    for name, (tp, pp) in {"stage1": (recipe.stage1.parallel.tp, recipe.stage1.parallel.pp),
-                           "stage2": (recipe.stage2.tp, recipe.stage2.pp)}.items():
+    layouts = {"stage1": (recipe.stage1.parallel.tp, recipe.stage1.parallel.pp),
+               "stage2": (recipe.stage2.tp, recipe.stage2.pp)}
+    if recipe.skip_stage1:
+        del layouts["stage1"]
+    for name, (tp, pp) in layouts.items():
         if (tp, pp) != (1, 1):
             raise ValueError(f"recipe.{name}: tp={tp} pp={pp}; the memory plan measures TP = PP = 1 layouts only")
     init_distributed()
-    hf_config = _model_config(recipe)
+    hf_config = model_shape(recipe)
     world = recipe.nodes * recipe.ranks_per_node
     gpu = recipe.gpu_memory_gib > 0
     dtype = torch.bfloat16 if gpu else torch.float32
     capacity = recipe.gpu_memory_gib or None
     stages = {}
 
-    s1 = recipe.stage1
-    t0 = time.time()
-    shape = Shape(hf_config, s1.schedule.micro_batch_size, s1.data.seq_length, dtype, s1.parallel.recompute, "lm")
-    measured = measure_transient(shape, full=full)
-    dist_opt = _flag(s1.parallel.use_distributed_optimizer, gpu and world > 1)
-    static = static_bytes(measured["params"], dtype, world, dist_opt, reference=False)
-    phases = {"train": sum(static.values()) + measured["transient_bytes"]}
-    stages["stage1"] = _stage(phases, static, measured, capacity,
-                              micro_batch=f"{shape.micro_batch} x {shape.seq_length} tokens",
-                              settings={"recompute": s1.parallel.recompute, "distributed_optimizer": dist_opt})
-    log(f"[memory_plan] stage one measured in {time.time() - t0:.0f} s")
+    if not recipe.skip_stage1:
+        s1 = recipe.stage1
+        t0 = time.time()
+        shape = Shape(hf_config, s1.schedule.micro_batch_size, s1.data.seq_length, dtype, s1.parallel.recompute, "lm")
+        measured = measure_transient(shape, full=full)
+        dist_opt = _flag(s1.parallel.use_distributed_optimizer, gpu and world > 1)
+        static = static_bytes(measured["params"], dtype, world, dist_opt, reference=False)
+        phases = {"train": sum(static.values()) + measured["transient_bytes"]}
+        stages["stage1"] = _stage(phases, static, measured, capacity,
+                                  micro_batch=f"{shape.micro_batch} x {shape.seq_length} tokens",
+                                  settings={"recompute": s1.parallel.recompute, "distributed_optimizer": dist_opt})
+        log(f"[memory_plan] stage one measured in {time.time() - t0:.0f} s")
 
     s2 = recipe.stage2
     t0 = time.time()
@@ -225,7 +223,8 @@ def plan(recipe, *, full: bool = False, log=print) -> dict:
                   "policy", rl_config=s2)
     measured = measure_transient(shape, full=full)
     dist_opt = gpu and world > 1  # the learner's rule
-    static = static_bytes(measured["params"], dtype, world, dist_opt, reference=s2.kl_coef > 0)
+    static = static_bytes(measured["params"], dtype, world, dist_opt, reference=s2.kl_coef > 0,
+                          grad_reduce_in_fp32=s2.grad_reduce_in_fp32)
     learner_static = sum(static.values())
     vllm_share = float(s2.generator_options.get("gpu_memory_utilization", 0.3)) * (capacity or 0) * GIB
     largest_export = hf_config.vocab_size * hf_config.hidden_size * _DTYPE_BYTES[dtype]  # TP-gathered, as trained
@@ -234,6 +233,7 @@ def plan(recipe, *, full: bool = False, log=print) -> dict:
     stages["stage2"] = _stage(phases, static, measured, capacity,
                               micro_batch=f"{shape.micro_batch} x ({s2.max_prompt_tokens} + {s2.max_new_tokens}) tokens",
                               settings={"recompute": s2.recompute, "logprob_chunk_tokens": s2.logprob_chunk_tokens,
+                                  "grad_reduce_in_fp32": s2.grad_reduce_in_fp32,
                                         "distributed_optimizer": dist_opt, "vllm_gpu_memory_utilization":
                                         s2.generator_options.get("gpu_memory_utilization", 0.3),
                                         "vllm_asleep_gib_assumed": VLLM_ASLEEP_GIB if gpu else 0})

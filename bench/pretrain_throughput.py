@@ -7,7 +7,7 @@ same Megatron model and optimizer, alternated in one process (fp32 on CPU, bf16 
 (`get_forward_backward_func`) with the per-token loss, finalize_model_grads, LR scheduler, optimizer step (grad
 clip), loss all-reduce, metrics JSONL + TensorBoard, progress bar, the exit-signal all-reduce. "Bare" is the same
 DDP model and optimizer fed in-memory tensors: forward with labels, masked loss, backward, optimizer step.
-MFU = model FLOPs (megatron_ext.training.llama_train_flops_per_token) / time / the matmul FLOP/s measured here.
+MFU = model FLOPs (megatron_ext.training.train_flops_per_token) / time / the matmul FLOP/s measured here.
 Data: the synthetic corpus of `data_prep` (generated and tokenized into a temp dir). Writes
 bench/results/pretrain_throughput-<date>-<machine>.json. Target: loop overhead <= 10% (ratio >= 0.90).
 """

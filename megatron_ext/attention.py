@@ -2,7 +2,8 @@
 
 Megatron's local `DotProductAttention` materialises the [b, np, s, s] scores with baddbmm, a masked softmax and
 bmm (and repeats K/V for GQA); on a CPU that is ~30% slower than transformers' SDPA path. This module has the
-same constructor and forward contract and is swapped into the local spec by `megatron_ext.llama`. GPU runs
+same constructor and forward contract and is swapped into the local spec by `megatron_ext.models` (every family;
+Qwen3's q/k norms run before it, in Megatron's SelfAttention, as in transformers). GPU runs
 with transformer-engine use TE's fused attention instead.
 """
 

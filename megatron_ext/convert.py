@@ -1,11 +1,13 @@
-"""Convert Llama weights between Hugging Face directories and Megatron distributed checkpoints.
+"""Convert weights of a registered model family (Llama, Qwen2 / Qwen2.5, Qwen3: megatron_ext.models) between
+Hugging Face directories and Megatron distributed checkpoints.
 
     # HF -> Megatron checkpoint (reshardable: load it later at any TP/PP)
     torchrun --nproc_per_node 2 -m megatron_ext.convert hf-to-megatron --hf-dir HF --out CKPT --tp 2
     # Megatron checkpoint -> HF directory that transformers and vLLM load (any layout, one process is enough)
     python -m megatron_ext.convert megatron-to-hf --checkpoint CKPT/iter_0000000 --out HF_OUT
 
-Run with as many processes as tp x pp (x dp). Without torchrun it runs as a single process.
+Run with as many processes as tp x pp (x dp). Without torchrun it runs as a single process. The model family and
+layout are checked before any process group starts (an unsupported model_type is refused naming the supported ones).
 """
 
 from __future__ import annotations
@@ -39,14 +41,14 @@ def hf_to_megatron(hf_dir: Path, out: Path, tp: int = 1, pp: int = 1) -> Path:
 
     from megatron_ext.checkpoint import save_checkpoint
     from megatron_ext.distributed import init_distributed
-    from megatron_ext.llama import build_llama_model, validate_llama_config
+    from megatron_ext.models import build_model, validate_model_config
     from megatron_ext.weights import HFCheckpointReader, check_hf_checkpoint, load_hf_weights
 
     config = AutoConfig.from_pretrained(hf_dir)
-    validate_llama_config(config, tp, pp)
+    validate_model_config(config, tp, pp)
     check_hf_checkpoint(HFCheckpointReader(hf_dir), config)
     init_distributed(tp=tp, pp=pp)
-    model = build_llama_model(config, tp=tp, pp=pp)
+    model = build_model(config, tp=tp, pp=pp)
     load_hf_weights(model, hf_dir)
     return save_checkpoint(out, 0, model.sharded_state_dict(), hf_config=config, tokenizer_dir=hf_dir)
 
@@ -56,7 +58,7 @@ def megatron_to_hf(checkpoint: Path, out: Path, tp: int = 1, pp: int = 1, dtype:
 
     from megatron_ext.checkpoint import find_latest_checkpoint, load_checkpoint, load_hf_config, validate_checkpoint_dir
     from megatron_ext.distributed import init_distributed
-    from megatron_ext.llama import build_llama_model, validate_llama_config
+    from megatron_ext.models import build_model, validate_model_config
     from megatron_ext.weights import save_hf_checkpoint
 
     if (checkpoint / "latest_checkpointed_iteration.txt").exists() or not (checkpoint / "COMPLETE").exists():
@@ -64,9 +66,9 @@ def megatron_to_hf(checkpoint: Path, out: Path, tp: int = 1, pp: int = 1, dtype:
         checkpoint = latest if latest is not None else checkpoint
     checkpoint = validate_checkpoint_dir(checkpoint)
     config = load_hf_config(checkpoint)
-    validate_llama_config(config, tp, pp)
+    validate_model_config(config, tp, pp)
     init_distributed(tp=tp, pp=pp)
-    model = build_llama_model(config, tp=tp, pp=pp)
+    model = build_model(config, tp=tp, pp=pp)
     state, _ = load_checkpoint(checkpoint, model.sharded_state_dict())
     model.load_state_dict(state, strict=False)
     return save_hf_checkpoint(model, out, tokenizer_dir=checkpoint / "hf_config",

@@ -10,7 +10,7 @@ the data-parallel micro-batch split, RNG state for checkpoints, and FLOP account
   the order of Megatron-LM's `MegatronPretrainingSampler`.
 - `rng_state()` / `set_rng_state()` / `rng_sharded_object()`: Python, NumPy, torch (CPU and CUDA) and Megatron
   tracker RNG states, one object per rank in a distributed checkpoint.
-- `llama_train_flops_per_token()`, `measure_matmul_flops()`: model FLOPs and the machine's matmul FLOP/s.
+- `train_flops_per_token()`, `measure_matmul_flops()`: model FLOPs and the machine's matmul FLOP/s.
 """
 
 from __future__ import annotations
@@ -162,11 +162,12 @@ def rng_sharded_object(layout, state: dict | None = None):
 # ---- FLOPs ---------------------------------------------------------------------------------------------------
 
 
-def llama_train_flops_per_token(hf_config, seq_length: int, padded_vocab: int | None = None) -> float:
-    """Matmul FLOPs of one token's forward + backward (3x forward) in a causal Llama with sequences of
-    `seq_length`: projections, SwiGLU MLP, attention scores and values (causal: a token attends to (s+1)/2
-    positions on average) and the output layer (padded vocabulary, as computed)."""
-    from megatron_ext.llama import head_dim
+def train_flops_per_token(hf_config, seq_length: int, padded_vocab: int | None = None) -> float:
+    """Matmul FLOPs of one token's forward + backward (3x forward) in a causal decoder of any registered family
+    (megatron_ext.models) with sequences of `seq_length`: q/k/v/o projections (at the config's head_dim), SwiGLU
+    MLP, attention scores and values (causal: a token attends to (s+1)/2 positions on average) and the output layer
+    (padded vocabulary, as computed). Biases and norms (Qwen2's q/k/v bias, Qwen3's q/k norm) are not matmuls."""
+    from megatron_ext.models import head_dim
 
     h, ffn = hf_config.hidden_size, hf_config.intermediate_size
     hd, nq, nkv = head_dim(hf_config), hf_config.num_attention_heads, hf_config.num_key_value_heads

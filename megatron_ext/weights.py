@@ -1,4 +1,5 @@
-"""Hugging Face Llama <-> Megatron-core weights, with tensor- and pipeline-parallel sharding.
+"""Hugging Face <-> Megatron-core weights for every registered model family, with tensor- and pipeline-parallel
+sharding.
 
 - `load_hf_weights(model, hf_dir)`: fill this rank's shard of a GPTModel from a HF safetensors directory
   (single file or sharded with an index json); every tensor is checked by name and shape before any is copied.
@@ -7,9 +8,12 @@
 - `save_hf_checkpoint(model, out_dir)`: a HF directory (sharded safetensors + index + config) that
   transformers and vLLM load, written atomically by rank 0.
 
-Megatron layouts (verified against transformers' forward): `linear_qkv` rows are grouped per KV head as
-[q heads of the group; k; v]; `linear_fc1` rows are [gate; up] on every TP rank; embeddings are padded to
-`padded_vocab_size` rows and split over TP; `linear_proj` / `linear_fc2` split their input dimension.
+Which HF tensors make which Megatron parameter is the family's map (megatron_ext.models.families:
+`ModelFamily.layer_weights`, e.g. Qwen2's q/k/v biases into `linear_qkv.bias`, Qwen3's q/k norms into
+`q_layernorm` / `k_layernorm`); this module only knows the layouts. Megatron layouts (verified against
+transformers' forward): `linear_qkv` rows (and its bias) are grouped per KV head as [q heads of the group; k; v];
+`linear_fc1` rows are [gate; up] on every TP rank; embeddings are padded to `padded_vocab_size` rows and split over
+TP; `linear_proj` / `linear_fc2` split their input dimension; norms are whole on every rank.
 """
 
 from __future__ import annotations
@@ -24,17 +28,7 @@ from typing import Iterator
 import torch
 import torch.distributed as dist
 
-from megatron_ext.llama import head_dim, unwrap_model
-
-# Megatron parameter suffix (per layer) -> HF suffix, for the simple (non-fused) tensors.
-# Both spellings of the norms are listed: the local spec names them `input_layernorm` / `pre_mlp_layernorm`,
-# the transformer-engine spec fuses them into the following linear as `layer_norm_weight`.
-_LAYER_NORMS = {
-    "input_layernorm.weight": "input_layernorm.weight",
-    "self_attention.linear_qkv.layer_norm_weight": "input_layernorm.weight",
-    "pre_mlp_layernorm.weight": "post_attention_layernorm.weight",
-    "mlp.linear_fc1.layer_norm_weight": "post_attention_layernorm.weight",
-}
+from megatron_ext.models import head_dim, model_family, unwrap_model
 
 
 @dataclass(frozen=True)
@@ -106,31 +100,8 @@ class HFCheckpointReader:
 
 
 def expected_hf_shapes(hf_config) -> dict[str, tuple[int, ...]]:
-    """Every tensor a HF Llama checkpoint must hold, with its shape."""
-    h, v, ffn = hf_config.hidden_size, hf_config.vocab_size, hf_config.intermediate_size
-    hd, nq, nkv = head_dim(hf_config), hf_config.num_attention_heads, hf_config.num_key_value_heads
-    shapes = {"model.embed_tokens.weight": (v, h), "model.norm.weight": (h,)}
-    if not hf_config.tie_word_embeddings:
-        shapes["lm_head.weight"] = (v, h)
-    for i in range(hf_config.num_hidden_layers):
-        p = f"model.layers.{i}."
-        shapes.update(
-            {
-                p + "input_layernorm.weight": (h,),
-                p + "post_attention_layernorm.weight": (h,),
-                p + "self_attn.q_proj.weight": (nq * hd, h),
-                p + "self_attn.k_proj.weight": (nkv * hd, h),
-                p + "self_attn.v_proj.weight": (nkv * hd, h),
-                p + "self_attn.o_proj.weight": (h, nq * hd),
-                p + "mlp.gate_proj.weight": (ffn, h),
-                p + "mlp.up_proj.weight": (ffn, h),
-                p + "mlp.down_proj.weight": (h, ffn),
-            }
-        )
-        if getattr(hf_config, "attention_bias", False):
-            shapes.update({p + "self_attn.q_proj.bias": (nq * hd,), p + "self_attn.k_proj.bias": (nkv * hd,),
-                           p + "self_attn.v_proj.bias": (nkv * hd,)})
-    return shapes
+    """Every tensor a HF checkpoint of the config's family must hold, with its shape."""
+    return model_family(hf_config).hf_tensor_shapes(hf_config)
 
 
 def check_hf_checkpoint(reader: HFCheckpointReader, hf_config) -> None:
@@ -197,20 +168,12 @@ def _hf_source_for(name: str, layer_number: int | None, gpt, hf_config):
             return ["model.norm.weight"], "replicated"
         raise ValueError(f"no Hugging Face tensor maps to Megatron parameter {name!r}")
     suffix = name.split(".", 3)[3]
+    layer_weights = model_family(hf_config).layer_weights()
+    if suffix not in layer_weights:
+        raise ValueError(f"no Hugging Face tensor maps to Megatron parameter {name!r}")
+    hf_names, kind = layer_weights[suffix]
     p = _layer_hf_prefix(layer_number)
-    if suffix in _LAYER_NORMS:
-        return [p + _LAYER_NORMS[suffix]], "replicated"
-    if suffix == "self_attention.linear_qkv.weight":
-        return [p + "self_attn.q_proj.weight", p + "self_attn.k_proj.weight", p + "self_attn.v_proj.weight"], "qkv"
-    if suffix == "self_attention.linear_qkv.bias":
-        return [p + "self_attn.q_proj.bias", p + "self_attn.k_proj.bias", p + "self_attn.v_proj.bias"], "qkv"
-    if suffix == "self_attention.linear_proj.weight":
-        return [p + "self_attn.o_proj.weight"], "row"
-    if suffix == "mlp.linear_fc1.weight":
-        return [p + "mlp.gate_proj.weight", p + "mlp.up_proj.weight"], "glu"
-    if suffix == "mlp.linear_fc2.weight":
-        return [p + "mlp.down_proj.weight"], "row"
-    raise ValueError(f"no Hugging Face tensor maps to Megatron parameter {name!r}")
+    return [p + n for n in hf_names], kind
 
 
 def _shard_for_rank(kind: str, hf_tensors: list[torch.Tensor], hf_config, padded_vocab: int, par: _Parallel):
@@ -230,7 +193,7 @@ def _shard_for_rank(kind: str, hf_tensors: list[torch.Tensor], hf_config, padded
 
 @torch.no_grad()
 def load_hf_weights(model, hf_dir: str | os.PathLike) -> None:
-    """Copy a HF Llama checkpoint into this rank's shard of `model` (validated completely first)."""
+    """Copy a HF checkpoint into this rank's shard of `model` (validated completely first)."""
     gpt = unwrap_model(model)
     hf_config = gpt.hf_config
     reader = HFCheckpointReader(hf_dir)
@@ -331,7 +294,7 @@ def save_hf_checkpoint(
     max_shard_bytes: int = 2 * 1024**3,
     dtype: torch.dtype | None = None,
 ) -> Path | None:
-    """Write the model as a HF Llama directory (rank 0 writes; every rank must call). Atomic: a temp dir is
+    """Write the model as a HF directory (rank 0 writes; every rank must call). Atomic: a temp dir is
     renamed onto `out_dir` only when complete. Returns the path on rank 0."""
     from safetensors.torch import save_file
 

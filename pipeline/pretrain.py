@@ -73,9 +73,9 @@ class Trainer:
     """One rank's share of the run: model stage, optimizer, data, checkpoints, metrics."""
 
     def __init__(self, cfg: PretrainConfig, resolved: ResolvedModel, layout, deadline: float | None):
-        from megatron_ext.llama import build_llama_model, padded_vocab_size, recompute_overrides
+        from megatron_ext.models import build_model, padded_vocab_size, recompute_overrides
         from megatron_ext.schedule import wrap_with_ddp
-        from megatron_ext.training import llama_train_flops_per_token
+        from megatron_ext.training import train_flops_per_token
         from pipeline.metrics import MetricsWriter
         from pipeline.optim import build_optimizer, build_scheduler
         from pipeline.signals import ExitSignalHandler
@@ -93,9 +93,9 @@ class Trainer:
                   f"vocab {hf_config.vocab_size}; layout tp={layout.tp} pp={layout.pp} dp={layout.dp}; "
                   f"{self.dtype}; {torch.get_num_threads()} threads/rank")
 
-        model = build_llama_model(hf_config, tp=layout.tp, pp=layout.pp, dtype=self.dtype,
-                                  max_sequence_length=cfg.data.seq_length, calculate_per_token_loss=True,
-                                  **recompute_overrides(cfg.parallel.recompute))
+        model = build_model(hf_config, tp=layout.tp, pp=layout.pp, dtype=self.dtype,
+                            max_sequence_length=cfg.data.seq_length, calculate_per_token_loss=True,
+                            **recompute_overrides(cfg.parallel.recompute))
         resume = self._resume_path()
         if resume is None:
             self._init_weights(model)
@@ -111,8 +111,8 @@ class Trainer:
         self.train_ds, self.valid_ds = self._datasets()
         self.evaluating = self.valid_ds is not None and cfg.schedule.eval_interval > 0 and cfg.schedule.eval_iters > 0
         self.metrics = MetricsWriter(self.out, enabled=layout.is_main, resume_step=self.iteration + 1 if self.iteration else 0)
-        self.flops_per_token = llama_train_flops_per_token(hf_config, cfg.data.seq_length,
-                                                           padded_vocab_size(hf_config.vocab_size, layout.tp))
+        self.flops_per_token = train_flops_per_token(hf_config, cfg.data.seq_length,
+                                                     padded_vocab_size(hf_config.vocab_size, layout.tp))
         self.peak_flops = self._peak_flops()
 
     # ---- setup -----------------------------------------------------------------------------------------------
@@ -143,10 +143,10 @@ class Trainer:
             return
         init_dir = self.out / "init_hf"
         if self.layout.is_main:
-            from transformers import LlamaForCausalLM
+            from transformers import AutoModelForCausalLM
 
             torch.manual_seed(self.cfg.seed)
-            hf = LlamaForCausalLM(self.resolved.hf_config).to(self.dtype)
+            hf = AutoModelForCausalLM.from_config(self.resolved.hf_config).to(self.dtype)  # the config's family
             tmp = init_dir.with_name("init_hf.tmp")
             shutil.rmtree(tmp, ignore_errors=True)
             hf.save_pretrained(tmp)
@@ -242,7 +242,7 @@ class Trainer:
     # ---- checkpoints -----------------------------------------------------------------------------------------
 
     def _sharded_state_dict(self, is_loading: bool, with_rng: bool, fmt: str) -> dict:
-        from megatron_ext.llama import unwrap_model
+        from megatron_ext.models import unwrap_model
         from megatron_ext.training import rng_sharded_object
         from pipeline.optim import optimizer_sharded_state_dict
 
@@ -275,7 +275,7 @@ class Trainer:
         from torch.distributed.checkpoint.api import CheckpointException  # a BaseException, not an Exception
 
         from megatron_ext.checkpoint import load_checkpoint
-        from megatron_ext.llama import unwrap_model
+        from megatron_ext.models import unwrap_model
         from megatron_ext.training import set_rng_state
         from pipeline.optim import finish_loading
 

@@ -176,7 +176,7 @@ class PretrainConfig:
         """Check the config against itself, the files it names and the world size; returns the model config and
         tokenizer it resolves to. Raises ValueError with what to change. Starts no process group."""
         from megatron_ext.distributed import on_accelerator, validate_world
-        from megatron_ext.llama import RECOMPUTE
+        from megatron_ext.models import RECOMPUTE
         from megatron_ext.training import parse_blend
 
         p, s, d = self.parallel, self.schedule, self.data
@@ -246,7 +246,7 @@ class ResolvedModel:
 def resolve_model(cfg: PretrainConfig, tp: int, pp: int) -> ResolvedModel:
     from transformers import AutoConfig, AutoTokenizer
 
-    from megatron_ext.llama import validate_llama_config
+    from megatron_ext.models import check_architecture, validate_model_config
     from pipeline.model_presets import build_preset
 
     m = cfg.model
@@ -268,7 +268,11 @@ def resolve_model(cfg: PretrainConfig, tp: int, pp: int) -> ResolvedModel:
     else:
         hf_config = build_preset(m.preset, tokenizer=tokenizer, overrides=m.overrides)
     try:
-        validate_llama_config(hf_config, tp, pp)
+        check_architecture(hf_config)
+    except ValueError as e:
+        raise ValueError(f"model {'hf_dir=' + repr(m.hf_dir) if m.hf_dir else 'preset=' + repr(m.preset)}: {e}") from None
+    try:
+        validate_model_config(hf_config, tp, pp)
     except ValueError as e:
         raise ValueError(f"parallel.tp={tp} / parallel.pp={pp} do not fit the model: {e}") from None
     if len(tokenizer) > hf_config.vocab_size:

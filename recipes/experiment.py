@@ -71,16 +71,19 @@ def build_tasks(recipe: PipelineRecipe) -> list[tuple[str, run.Partial, str]]:
     """(name, task, kind) in order; kind 'single' or 'distributed'."""
     r = resolve(recipe)
     out = Path(r.output_dir).resolve()
-    s1_hf, s2_hf = str(out / "stage1" / "hf"), str(out / "stage2" / "hf")
+    start_hf = r.stage2.model_dir if r.skip_stage1 else str(out / "stage1" / "hf")
     before, after = str(out / "eval" / "before"), str(out / "eval" / "after")
+    trained = [] if r.skip_stage1 else [r.stage1.output_dir]
+    labels = [] if r.skip_stage1 else ["stage one"]
+    needs_data = r.data.synthetic or not r.skip_stage1  # RL-only on real questions reads them where they are
     return [
-        ("data", run.Partial(tasks.prepare_data, task=r.data), "single"),
-        ("stage1", run.Partial(tasks.pretrain, cfg=r.stage1), "distributed"),
-        ("eval_before", run.Partial(tasks.evaluate, cfg=eval_config(r, s1_hf, before)), "single"),
+        *([("data", run.Partial(tasks.prepare_data, task=r.data), "single")] if needs_data else []),
+        *([] if r.skip_stage1 else [("stage1", run.Partial(tasks.pretrain, cfg=r.stage1), "distributed")]),
+        ("eval_before", run.Partial(tasks.evaluate, cfg=eval_config(r, start_hf, before)), "single"),
         ("stage2", run.Partial(tasks.drgrpo, cfg=r.stage2), "distributed"),
-        ("eval_after", run.Partial(tasks.evaluate, cfg=eval_config(r, s2_hf, after)), "single"),
-        ("report", run.Partial(tasks.report, run_dirs=[r.stage1.output_dir, r.stage2.output_dir],
-                               labels=["stage one", r.rl_steps_report_label],
+        ("eval_after", run.Partial(tasks.evaluate, cfg=eval_config(r, str(out / "stage2" / "hf"), after)), "single"),
+        ("report", run.Partial(tasks.report, run_dirs=[*trained, r.stage2.output_dir],
+                               labels=[*labels, r.rl_steps_report_label],
                                evals=[f"{before}/results.json", f"{after}/results.json"],
                                eval_labels=["before stage two", "after stage two"],
                                out=str(out / "report.md")), "single"),

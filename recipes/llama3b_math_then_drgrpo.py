@@ -8,6 +8,10 @@ experiment: data -> stage one -> eval -> stage two -> eval -> report.
         run.executor=slurm run.executor.account=ACCOUNT run.executor.partition=PARTITION \
         run.executor.container_image=nvcr.io/nvidia/pytorch:25.04-py3 'run.executor.container_mounts=["/data:/data"]' \
         run.executor.cpus_per_task=16                                # CPUs per rank (see `slurm` below)
+    nemo-run recipes/llama3b_math_then_drgrpo.py recipe=qwen25_math_7b_oat_zero \
+        recipe.stage2.model_dir=/models/Qwen2.5-Math-7B recipe.stage2.train_questions=math:/data/MATH \
+        recipe.eval.suite=/data/evaluation_suite run.executor=slurm ...   # the paper's Oat-Zero-7B: RL only
+    nemo-run recipes/llama3b_math_then_drgrpo.py recipe.skip_stage1=true recipe.stage2.model_dir=/models/ANY_HF_MODEL
 
 Any field can be overridden (`recipe.stage2.lr=1e-6`, `recipe.output_dir=...`; executor fields as
 `run.executor.FIELD=...`, e.g. `run.executor.ntasks_per_node=2 run.executor.tunnel.job_dir=...`); `--dryrun`
@@ -27,6 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from recipes.experiment import PipelineFailed, run_pipeline  # noqa: E402
 from recipes.pipeline_recipe import PipelineRecipe, default_ranks, llama32_3b_a100 as _llama32_3b_a100  # noqa: E402
 from recipes.pipeline_recipe import llama32_3b_a100_oat_zero_data as _llama32_3b_a100_oat_zero_data  # noqa: E402
+from recipes.pipeline_recipe import qwen25_math_1p5b as _qwen25_math_1p5b  # noqa: E402
+from recipes.pipeline_recipe import qwen25_math_7b_oat_zero as _qwen25_math_7b_oat_zero  # noqa: E402
 from recipes.pipeline_recipe import tiny_cpu as _tiny_cpu  # noqa: E402
 
 
@@ -52,6 +58,16 @@ def llama32_3b_a100() -> run.Config[PipelineRecipe]:
 @run.cli.factory
 def llama32_3b_a100_oat_zero_data() -> run.Config[PipelineRecipe]:
     return _as_config(_llama32_3b_a100_oat_zero_data())
+
+
+@run.cli.factory
+def qwen25_math_7b_oat_zero() -> run.Config[PipelineRecipe]:
+    return _as_config(_qwen25_math_7b_oat_zero())
+
+
+@run.cli.factory
+def qwen25_math_1p5b() -> run.Config[PipelineRecipe]:
+    return _as_config(_qwen25_math_1p5b())
 
 
 @run.cli.factory
@@ -109,13 +125,17 @@ def llama3b_math_then_drgrpo(ctx: run.cli.RunContext, recipe: PipelineRecipe = _
     _completed = True
     if states:
         out = Path(recipe.output_dir).resolve()
+        stages = ["stage2"] if recipe.skip_stage1 else ["stage1", "stage2"]
+
+        def each(*parts: str) -> str:
+            return ", ".join(str(out.joinpath(stage, *parts)) for stage in stages)
+
         print(f"\nPipeline complete ({', '.join(states)}).\n"
               f"  report:      {out / 'report.md'}\n"
-              f"  metrics:     {out / 'stage1' / 'metrics.jsonl'}, {out / 'stage2' / 'metrics.jsonl'} "
-              f"(TensorBoard: tensorboard --logdir {out})\n"
+              f"  metrics:     {each('metrics.jsonl')} (TensorBoard: tensorboard --logdir {out})\n"
               f"  evaluation:  {out / 'eval' / 'before' / 'results.md'}, {out / 'eval' / 'after' / 'results.md'}\n"
-              f"  checkpoints: {out / 'stage1' / 'checkpoints'}, {out / 'stage2' / 'checkpoints'}\n"
-              f"  models:      {out / 'stage1' / 'hf'}, {out / 'stage2' / 'hf'}", flush=True)
+              f"  checkpoints: {each('checkpoints')}\n"
+              f"  models:      {each('hf')}", flush=True)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """The two-stage pipeline as a NeMo-Run experiment: data -> stage one -> eval -> Dr. GRPO -> eval -> report.
 
-A `PipelineRecipe` holds every stage's config. Recipes are small functions (`tiny_cpu`, `llama32_3b_a100`)
-that return one; paths between stages are derived from `output_dir` when the experiment is built, so a CLI
+A `PipelineRecipe` holds every stage's config. Recipes are small functions (`tiny_cpu`, `llama32_3b_a100`,
+`qwen25_math_7b_oat_zero`, ...) that return one; paths between stages are derived from `output_dir` when the experiment is built, so a CLI
 override of `recipe.output_dir` moves everything. Outputs pass by path:
 
     OUT/data/          synthetic data or tokenized corpora (tokens/<corpus>.bin/.idx)
@@ -9,6 +9,9 @@ override of `recipe.output_dir` moves everything. Outputs pass by path:
     OUT/eval/before/   evaluation of the stage-one model          OUT/eval/after/  of the stage-two model
     OUT/stage2/        checkpoints/, metrics.jsonl, generations.jsonl, tensorboard/, hf/
     OUT/report.md      tables and plots of the whole run
+
+An RL-only recipe (`skip_stage1`, as the paper's Qwen2.5-Math runs) has no stage one: stage two and the first
+evaluation start from `stage2.model_dir`, any supported HF checkpoint (megatron_ext.models.FAMILIES).
 """
 
 import copy
@@ -55,6 +58,12 @@ class PipelineRecipe:
     gpu_memory_gib: float = 0.0
     """Memory of one GPU of the cluster the recipe is sized for (80 for an 80 GB A100); 0: a CPU recipe. The
     memory plan (python -m bench.memory_plan --recipe NAME) checks each stage's peak against it."""
+    skip_stage1: bool = False
+    """RL only: no stage one (nor its corpora); stage two and the first evaluation start from `stage2.model_dir`, an
+    HF checkpoint of any supported family (Llama, Qwen2 / Qwen2.5 / Qwen2.5-Math, Qwen3)."""
+    model_shape: str = ""
+    """Preset (pipeline.model_presets) with the published shape of the recipe's model: it stands in for a checkpoint
+    that is not on disk yet when layouts are validated and memory is planned. Empty: stage1.model.preset."""
     rl_steps_report_label: str = "Dr. GRPO"
 
 
@@ -89,7 +98,7 @@ def llama32_3b_a100(hf_model: str = "", math_train: str = "", eval_suite: str = 
     next to the learner) with full activation recomputation and chunked log-probs in the update.
     """
     recipe = PipelineRecipe(output_dir="outputs/llama3b_math_then_drgrpo", nodes=1, ranks_per_node=8,
-                            gpu_memory_gib=80.0)
+                            gpu_memory_gib=80.0, model_shape="llama3.2-3b")
     recipe.data = DataTask(synthetic=False, corpora={"finemath-4plus": 0.7, "numinamath-1.5": 0.3},
                            tokenizer_dir=hf_model)
     s1 = recipe.stage1
@@ -125,8 +134,49 @@ def llama32_3b_a100_oat_zero_data(hf_model: str = "", math_train: str = "", eval
     return recipe
 
 
+def qwen25_math_7b_oat_zero(hf_model: str = "", math_train: str = "", eval_suite: str = "") -> PipelineRecipe:
+    """The paper's Oat-Zero-7B (its headline model; the authors' examples/qwen2.5-math-7b.sh, qwen_math template):
+    Dr. GRPO straight from Qwen2.5-Math-7B (no stage one) on 8 x 80 GB A100s, MATH levels 3-5 (their
+    datasets/train/math_lvl3to5_8k, or MATH itself as `math:/data/MATH`: levels 3-5 are selected here), the
+    math_verify verifier of their 7B script, 128 questions x 8 samples per rollout trained as 8 optimizer steps of
+    128, 3000 new tokens, 1024 prompt tokens, lr 1e-6 constant, no KL, gradient checkpointing, vLLM at 0.35 of the
+    GPU, greedy evaluation every 16 steps (27 h and 51.4 average on the five benchmarks in the paper).
+
+    The authors shard gradients with ZeRO-2; Megatron's distributed optimizer shards the Adam state and keeps a
+    whole gradient buffer per GPU, so it is held in bf16 here (`grad_reduce_in_fp32=false`: 14 GiB instead of 28) to
+    fit beside vLLM. `python -m bench.memory_plan --recipe qwen25_math_7b_oat_zero`: peak 68.0 GiB per GPU (weight
+    sync; training 56.2) of 80; with the fp32 buffer 82.2, which does not fit."""
+    recipe = PipelineRecipe(output_dir="outputs/qwen25_math_7b_oat_zero", nodes=1, ranks_per_node=8,
+                            gpu_memory_gib=80.0, skip_stage1=True, model_shape="qwen2.5-math-7b",
+                            rl_steps_report_label="Dr. GRPO (Oat-Zero)")
+    recipe.data = DataTask(synthetic=False)
+    recipe.stage2 = RLConfig(
+        model_dir=hf_model, train_questions=f"math:{math_train}" if math_train else "", train_levels=(3, 4, 5),
+        template="qwen_math", verifier="math_verify", generator="vllm", questions_per_step=128, group_size=8,
+        minibatches_per_step=8, max_new_tokens=3000, max_prompt_tokens=1024, lr=1e-6, micro_batch_size=4,
+        steps=500, eval_every=16, checkpoint_every=25, generator_options={"gpu_memory_utilization": 0.35},
+        recompute="full", grad_reduce_in_fp32=False,
+    )
+    recipe.eval = EvalTask(suite=eval_suite, template="qwen_math", max_new_tokens=3000, backend="vllm")
+    return recipe
+
+
+def qwen25_math_1p5b(hf_model: str = "", math_train: str = "", eval_suite: str = "") -> PipelineRecipe:
+    """The paper's Qwen2.5-Math-1.5B run (the authors' examples/qwen2.5-math-1.5b.sh, qwen_math template): Dr. GRPO
+    from the base model (no stage one), MATH-12k (all levels), their "fast" verifier, otherwise the 7B run's
+    settings, and the fp32 gradient buffer: peak 39.2 GiB per GPU (`python -m bench.memory_plan --recipe
+    qwen25_math_1p5b`)."""
+    recipe = qwen25_math_7b_oat_zero(hf_model, math_train, eval_suite)
+    recipe.output_dir, recipe.model_shape = "outputs/qwen25_math_1p5b", "qwen2.5-math-1.5b"
+    recipe.rl_steps_report_label = "Dr. GRPO"
+    s2 = recipe.stage2
+    s2.train_levels, s2.verifier, s2.grad_reduce_in_fp32 = (), "fast", True
+    return recipe
+
+
 RECIPES = {"tiny_cpu": tiny_cpu, "llama32_3b_a100": llama32_3b_a100,
-           "llama32_3b_a100_oat_zero_data": llama32_3b_a100_oat_zero_data}
+           "llama32_3b_a100_oat_zero_data": llama32_3b_a100_oat_zero_data,
+           "qwen25_math_7b_oat_zero": qwen25_math_7b_oat_zero, "qwen25_math_1p5b": qwen25_math_1p5b}
 
 
 def resolve(recipe: PipelineRecipe) -> PipelineRecipe:
@@ -137,17 +187,26 @@ def resolve(recipe: PipelineRecipe) -> PipelineRecipe:
     r.data.out_dir = str(data_dir)
     s1, s2 = r.stage1, r.stage2
     s1.output_dir = str(out / "stage1")
-    if not s1.data.blend:
-        names = (["synthetic"] if r.data.synthetic else []) + list(r.data.corpora)
-        weights = [1.0] * (1 if r.data.synthetic else 0) + [float(w) for w in r.data.corpora.values()]
-        if not names:
-            raise ValueError("no pretraining data: set recipe.data.synthetic=true or recipe.data.corpora")
-        s1.data.blend = [[w, str(data_dir / "tokens" / n.replace("/", "_").replace(":", "_"))]
-                         for w, n in zip(weights, names)]
-    if not s1.model.tokenizer_dir:
-        s1.model.tokenizer_dir = r.data.tokenizer_dir or str(data_dir / "tokenizer")
     s2.output_dir = str(out / "stage2")
-    s2.model_dir = s2.model_dir or str(out / "stage1" / "hf")
+    if r.skip_stage1:
+        if not s2.model_dir:
+            raise ValueError("recipe.skip_stage1 is set but recipe.stage2.model_dir is empty: give the HF model "
+                             "directory RL starts from (e.g. recipe.stage2.model_dir=/models/Qwen2.5-Math-7B)")
+    else:
+        if not s1.data.blend:
+            names = (["synthetic"] if r.data.synthetic else []) + list(r.data.corpora)
+            weights = [1.0] * (1 if r.data.synthetic else 0) + [float(w) for w in r.data.corpora.values()]
+            if not names:
+                raise ValueError("no pretraining data: set recipe.data.synthetic=true or recipe.data.corpora "
+                                 "(or recipe.skip_stage1=true for RL only)")
+            s1.data.blend = [[w, str(data_dir / "tokens" / n.replace("/", "_").replace(":", "_"))]
+                             for w, n in zip(weights, names)]
+        if not s1.model.tokenizer_dir:
+            s1.model.tokenizer_dir = r.data.tokenizer_dir or str(data_dir / "tokenizer")
+        s2.model_dir = s2.model_dir or str(out / "stage1" / "hf")
+        if not r.data.synthetic and not s1.model.hf_dir:
+            raise ValueError("recipe.stage1.model.hf_dir is empty: give the Llama-3.2-3B HF directory "
+                             "(e.g. recipe=llama32_3b_a100 recipe.stage1.model.hf_dir=/models/Llama-3.2-3B)")
     if not s2.train_questions:
         if not r.data.synthetic:
             raise ValueError("recipe.stage2.train_questions is empty: point it at MATH (e.g. 'math:/data/MATH') or "
@@ -155,9 +214,6 @@ def resolve(recipe: PipelineRecipe) -> PipelineRecipe:
         s2.train_questions = str(data_dir / "rl_train.jsonl")
     if not s2.test_questions and r.data.synthetic:
         s2.test_questions = str(data_dir / "rl_test.jsonl")
-    if not r.data.synthetic and not r.stage1.model.hf_dir:
-        raise ValueError("recipe.stage1.model.hf_dir is empty: give the Llama-3.2-3B HF directory "
-                         "(e.g. recipe=llama32_3b_a100 recipe.stage1.model.hf_dir=/models/Llama-3.2-3B)")
     validate(r)
     return r
 
@@ -166,31 +222,41 @@ def validate(r: PipelineRecipe) -> None:
     """Every setting that can be checked before data and checkpoints exist: parallel layouts against the model
     shape, batch divisibility, optimizer and RL settings. Raises ValueError naming the field."""
     from megatron_ext.distributed import validate_world
-    from megatron_ext.llama import validate_llama_config
-    from pipeline.model_presets import build_preset
+    from megatron_ext.models import validate_model_config
 
     world = r.nodes * r.ranks_per_node
     s1, s2 = r.stage1, r.stage2
+    if not r.skip_stage1:
+        try:
+            dp = validate_world(world, s1.parallel.tp, s1.parallel.pp)
+            validate_model_config(model_shape(r), s1.parallel.tp, s1.parallel.pp)
+            step = s1.schedule.micro_batch_size * dp
+            if s1.schedule.global_batch_size % step:
+                raise ValueError(f"schedule.global_batch_size={s1.schedule.global_batch_size} is not divisible by "
+                                 f"micro_batch_size x DP = {step} at {world} ranks")
+            s1.optim.validate(s1.schedule.train_iters)
+        except ValueError as e:
+            raise ValueError(f"recipe.stage1: {e}") from None
     try:
-        dp = validate_world(world, s1.parallel.tp, s1.parallel.pp)
-        if s1.model.hf_dir and (Path(s1.model.hf_dir) / "config.json").exists():
-            from transformers import AutoConfig
-
-            shape = AutoConfig.from_pretrained(s1.model.hf_dir)
-        else:  # the published shape stands in until the checkpoint is there
-            shape = build_preset("llama3.2-3b" if s1.model.hf_dir else s1.model.preset, overrides=s1.model.overrides)
-        validate_llama_config(shape, s1.parallel.tp, s1.parallel.pp)
-        step = s1.schedule.micro_batch_size * dp
-        if s1.schedule.global_batch_size % step:
-            raise ValueError(f"schedule.global_batch_size={s1.schedule.global_batch_size} is not divisible by "
-                             f"micro_batch_size x DP = {step} at {world} ranks")
-        s1.optim.validate(s1.schedule.train_iters)
-    except ValueError as e:
-        raise ValueError(f"recipe.stage1: {e}") from None
-    try:
+        validate_model_config(model_shape(r), s2.tp, s2.pp)
         s2.validate(world, check_files=False)
     except ValueError as e:
         raise ValueError(f"recipe.stage2: {e}") from None
+
+
+def model_shape(r: PipelineRecipe):
+    """The HF config of the recipe's model: the checkpoint's when it is on disk, else the published shape of
+    `model_shape` (or of stage one's preset)."""
+    from transformers import AutoConfig
+
+    from pipeline.model_presets import build_preset
+
+    hf_dir = r.stage2.model_dir if r.skip_stage1 else r.stage1.model.hf_dir
+    if hf_dir and (Path(hf_dir) / "config.json").exists():
+        return AutoConfig.from_pretrained(hf_dir)
+    if r.model_shape:
+        return build_preset(r.model_shape)
+    return build_preset(r.stage1.model.preset, overrides=r.stage1.model.overrides)
 
 
 def eval_config(recipe: PipelineRecipe, model_dir: str, out_dir: str):

@@ -21,7 +21,7 @@ def model_dir(tmp_path_factory):
 
 
 def test_transformer_engine_model_matches_transformers(model_dir, tmp_path):
-    from megatron_ext.llama import HAVE_TE
+    from megatron_ext.models import HAVE_TE
 
     if not HAVE_TE:
         pytest.skip("transformer-engine is not installed")

@@ -71,26 +71,26 @@ def test_convert_cli_reshards_tp2_checkpoint_to_tp1_hf(hf_dirs, tmp_path):
 
 
 def test_tp_not_dividing_kv_heads_is_refused():
-    from megatron_ext.llama import validate_llama_config
+    from megatron_ext.models import validate_model_config
 
     with pytest.raises(ValueError, match=r"tensor_parallel=4 does not divide num_key_value_heads=2.*\[1, 2\]"):
-        validate_llama_config(tiny_llama_config(), tp=4, pp=1)
+        validate_model_config(tiny_llama_config(), tp=4, pp=1)
 
 
 def test_pp_not_dividing_layers_is_refused():
-    from megatron_ext.llama import validate_llama_config
+    from megatron_ext.models import validate_model_config
 
     with pytest.raises(ValueError, match=r"pipeline_parallel=3 does not divide num_hidden_layers=4"):
-        validate_llama_config(tiny_llama_config(), tp=1, pp=3)
+        validate_model_config(tiny_llama_config(), tp=1, pp=3)
 
 
-def test_non_llama_config_is_refused():
+def test_unregistered_model_type_is_refused_naming_the_supported_families():
     from transformers import GPT2Config
 
-    from megatron_ext.llama import validate_llama_config
+    from megatron_ext.models import validate_model_config
 
-    with pytest.raises(ValueError, match="expected a Llama config.*'gpt2'"):
-        validate_llama_config(GPT2Config(), tp=1, pp=1)
+    with pytest.raises(ValueError, match="model_type 'gpt2' is not a supported model family; supported: 'llama'.*'qwen2'.*'qwen3'"):
+        validate_model_config(GPT2Config(), tp=1, pp=1)
 
 
 def _rewrite_checkpoint(src: Path, dst: Path, edit) -> Path:

@@ -114,8 +114,33 @@ def test_memory_plan_of_the_a100_recipe_fits_with_headroom(tmp_path):
     assert not without["fits"] and without["transient_gib"] > 3 * result["stages"]["stage2"]["transient_gib"]
 
 
+def test_memory_plan_of_the_oat_zero_7b_recipe_fits_only_with_the_bf16_gradient_buffer(tmp_path):
+    """Qwen2.5-Math-7B on 80 GiB with vLLM at 0.35 beside the learner: the recipe (bf16 gradient buffer) fits with
+    >= 10% headroom; Megatron's default fp32 buffer (28 GiB) would not. RL only: no stage one is planned."""
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    def plan(*args):
+        out = tmp_path / f"{len(list(tmp_path.iterdir()))}.json"
+        proc = subprocess.run([sys.executable, "-m", "bench.memory_plan", "--recipe", "qwen25_math_7b_oat_zero",
+                               "--json", str(out), *args], cwd=REPO, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return json.loads(out.read_text())
+
+    result = plan()
+    assert 7.6e9 < result["model"]["params"] < 7.7e9 and result["model"]["vocab"] == 152064
+    assert list(result["stages"]) == ["stage2"]
+    stage2 = result["stages"]["stage2"]
+    assert stage2["fits"] and stage2["peak_gib"] <= 72, stage2
+    fp32 = plan("--set", "stage2.grad_reduce_in_fp32=true")["stages"]["stage2"]
+    assert not fp32["fits"] and fp32["peak_gib"] - stage2["peak_gib"] == pytest.approx(7.62e9 * 2 / 2**30, rel=0.01)
+
+
 @pytest.mark.parametrize("argv,message", [
-    (["--recipe", "llama99"], "unknown recipe 'llama99'; valid: ['llama32_3b_a100', 'llama32_3b_a100_oat_zero_data', 'tiny_cpu']"),
+    (["--recipe", "llama99"], "unknown recipe 'llama99'; valid: ['llama32_3b_a100', 'llama32_3b_a100_oat_zero_data', "
+     "'qwen25_math_1p5b', 'qwen25_math_7b_oat_zero', 'tiny_cpu']"),
     (["--recipe", "tiny_cpu", "--set", "stage2.recompute"], "expected section.field=value"),
     (["--recipe", "tiny_cpu", "--set", "stage3.lr=1"], "the recipe has no section 'stage3'"),
     (["--recipe", "tiny_cpu", "--set", "stage2.learning_rate=1"], "stage2 has no field 'learning_rate'"),

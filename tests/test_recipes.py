@@ -13,31 +13,67 @@ from slurm_cluster import slurm_cluster  # noqa: F401  (session fixture)
 RECIPE = REPO / "recipes" / "llama3b_math_then_drgrpo.py"
 
 
-@pytest.mark.parametrize("variant", ["tiny_cpu", "llama32_3b_a100", "llama32_3b_a100_oat_zero_data"])
+QWEN_RECIPES = ["qwen25_math_7b_oat_zero", "qwen25_math_1p5b"]
+
+
+@pytest.mark.parametrize("variant", ["tiny_cpu", "llama32_3b_a100", "llama32_3b_a100_oat_zero_data", *QWEN_RECIPES])
 def test_every_variant_builds_and_validates(variant, tmp_path):
     from recipes.experiment import build_tasks
     from recipes.pipeline_recipe import RECIPES
 
     recipe = RECIPES[variant]()
     recipe.output_dir = str(tmp_path / "out")
-    if variant != "tiny_cpu":
+    if variant.startswith("llama"):
         recipe.stage1.model.hf_dir = recipe.data.tokenizer_dir = "/models/Llama-3.2-3B"
+    if variant in QWEN_RECIPES:
+        recipe.stage2.model_dir = "/models/Qwen2.5-Math"
+    if variant != "tiny_cpu":
         recipe.stage2.train_questions = "math:/data/math_12k"
-    tasks = build_tasks(recipe)
-    assert [name for name, _, _ in tasks] == ["data", "stage1", "eval_before", "stage2", "eval_after", "report"]
-    stage1 = dict((n, p) for n, p, _ in tasks)["stage1"].cfg
-    stage2 = dict((n, p) for n, p, _ in tasks)["stage2"].cfg
-    assert stage2.model_dir == str(tmp_path / "out" / "stage1" / "hf")  # outputs pass by path
-    assert stage1.output_dir == str(tmp_path / "out" / "stage1")
-    if variant != "tiny_cpu":  # the authors' settings (examples/llama3.2-3b-numinaqa.sh of understand-r1-zero)
+    tasks = dict((n, p) for n, p, _ in build_tasks(recipe))
+    stage2 = tasks["stage2"].cfg
+    if variant in QWEN_RECIPES:  # RL only, from the base model; real questions are read where they are
+        assert list(tasks) == ["eval_before", "stage2", "eval_after", "report"]
+        assert stage2.model_dir == tasks["eval_before"].cfg.model == "/models/Qwen2.5-Math"
+        assert tasks["report"].run_dirs == [str(tmp_path / "out" / "stage2")]
+    else:
+        assert list(tasks) == ["data", "stage1", "eval_before", "stage2", "eval_after", "report"]
+        assert stage2.model_dir == str(tmp_path / "out" / "stage1" / "hf")  # outputs pass by path
+        assert tasks["stage1"].cfg.output_dir == str(tmp_path / "out" / "stage1")
+    if variant in QWEN_RECIPES:  # the authors' examples/qwen2.5-math-{7b,1.5b}.sh, qwen_math template
+        assert (stage2.template, stage2.max_new_tokens, stage2.lr, stage2.minibatches_per_step) == ("qwen_math", 3000, 1e-6, 8)
+        assert tasks["eval_before"].cfg.template == "qwen_math"
+    if variant == "qwen25_math_7b_oat_zero":  # Oat-Zero-7B: MATH levels 3-5, math_verify
+        assert (stage2.train_levels, stage2.verifier, stage2.grad_reduce_in_fp32) == ((3, 4, 5), "math_verify", False)
+    if variant == "qwen25_math_1p5b":  # MATH-12k of all levels, the fast verifier
+        assert (stage2.train_levels, stage2.verifier, stage2.grad_reduce_in_fp32) == ((), "fast", True)
+    if variant != "tiny_cpu":  # the authors' settings (understand-r1-zero examples/*.sh)
         assert (stage2.lr, stage2.group_size, stage2.questions_per_step, stage2.max_new_tokens) == (1e-6, 8, 128, 3000)
         assert (stage2.temperature, stage2.aggregation, stage2.std_normalize, stage2.kl_coef) == (1.0, "dr_grpo", False, 0.0)
         assert stage2.minibatches_per_step == 8  # train_batch_size 128 of 128 x 8 rollouts
-        assert (stage2.max_prompt_tokens, stage2.verifier, stage2.eval_every, stage2.recompute) == (1024, "fast", 16, "full")
+        assert (stage2.max_prompt_tokens, stage2.eval_every, stage2.recompute) == (1024, 16, "full")
     if variant == "llama32_3b_a100":  # the paper's Llama run: r1 template, MATH-12k of all levels
-        assert stage2.template == "r1" and stage2.train_levels == ()
+        assert stage2.template == "r1" and stage2.train_levels == () and stage2.verifier == "fast"
     if variant == "llama32_3b_a100_oat_zero_data":  # the named deviation: Oat-Zero's template and levels
         assert stage2.template == "qwen_math" and stage2.train_levels == (3, 4, 5)
+
+
+def test_rl_only_recipe_without_its_model_fails_with_the_fix(tmp_path):
+    from recipes.experiment import build_tasks
+    from recipes.pipeline_recipe import qwen25_math_7b_oat_zero, tiny_cpu
+
+    recipe = qwen25_math_7b_oat_zero(math_train="/data/MATH")
+    recipe.output_dir = str(tmp_path)
+    with pytest.raises(ValueError, match=r"recipe.skip_stage1 is set but recipe.stage2.model_dir is empty"):
+        build_tasks(recipe)
+    recipe = tiny_cpu()
+    recipe.output_dir, recipe.skip_stage1 = str(tmp_path), True
+    recipe.stage2.model_dir = str(tmp_path / "gemma")
+    from transformers import GemmaConfig
+
+    GemmaConfig(num_hidden_layers=2).save_pretrained(tmp_path / "gemma")
+    with pytest.raises(ValueError, match=r"recipe.stage2: model_type 'gemma' is not a supported model family; "
+                                         r"supported: 'llama'.*'qwen2'.*'qwen3'"):
+        build_tasks(recipe)
 
 
 def test_a100_recipe_without_model_path_fails_with_the_fix(tmp_path):
@@ -128,6 +164,31 @@ FAST = ("recipe.data.num_pretrain_docs=2000", "recipe.data.num_train_questions=6
         "recipe.stage1.optim.warmup_iters=2", "recipe.stage2.steps=2", "recipe.stage2.questions_per_step=4",
         "recipe.stage2.group_size=4", "recipe.stage2.micro_batch_size=8", "recipe.stage2.eval_max_questions=8",
         "recipe.stage2.generator=torch", "recipe.eval.backend=torch", "recipe.eval.max_questions=8")
+
+
+@pytest.mark.parametrize("family", ["qwen2", "qwen3"])
+def test_rl_only_pipeline_from_a_qwen_checkpoint_through_the_cli(tmp_path, family):
+    """`recipe.skip_stage1=true recipe.stage2.model_dir=QWEN`: no stage one; the first evaluation and Dr. GRPO start
+    from the given Qwen2 / Qwen3 checkpoint, and the report covers stage two."""
+    import json
+
+    from tiny_models import save_char_tokenizer, save_random_model, tiny_qwen2_config, tiny_qwen3_config
+
+    config = {"qwen2": tiny_qwen2_config, "qwen3": tiny_qwen3_config}[family]()
+    model = save_random_model(tmp_path / family, config, seed=3)
+    save_char_tokenizer(model)
+    out = tmp_path / "out"
+    proc = _nemo_run(f"recipe.output_dir={out}", "recipe.skip_stage1=true", f"recipe.stage2.model_dir={model}",
+                     *(a for a in FAST if "stage1" not in a), "recipe.data.num_pretrain_docs=200", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    assert not (out / "stage1").exists() and (out / "stage2" / "DONE").exists()
+    assert json.loads((out / "stage2" / "hf" / "config.json").read_text())["model_type"] == family
+    before = json.loads((out / "eval" / "before" / "results.json").read_text())
+    assert str(model) in json.dumps(before)  # the first evaluation is of the starting checkpoint
+    steps = [json.loads(line) for line in (out / "stage2" / "metrics.jsonl").read_text().splitlines()]
+    assert max(s.get("step", 0) for s in steps) == 2
+    assert "stage one" not in (out / "report.md").read_text()
+    assert "stage2/metrics.jsonl" in proc.stdout and "stage1/metrics.jsonl" not in proc.stdout
 
 
 @pytest.mark.slurm

@@ -17,7 +17,7 @@ import torch
 
 from pipeline.rl import decode_kernels
 from pipeline.rl.generator import GeneratorSpec, SamplingSettings
-from pipeline.rl.llama_decoder import LlamaDecoder
+from pipeline.rl.lean_decoder import LeanDecoder
 from pipeline.rl.torch_engine import TorchGenerator, _sample_next
 from tiny_models import save_char_tokenizer, save_random_llama, tiny_llama_config
 
@@ -200,7 +200,7 @@ def test_fused_decode_steps_equal_the_torch_op_path(tmp_path, shape):
         model_dir = make_model(tmp_path, **({} if shape == "gqa" else
                                              {"head_dim": 36, "num_attention_heads": 4, "num_key_value_heads": 4}))
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
-    plain, fused = LlamaDecoder(model), LlamaDecoder(model, kernels=kernels)
+    plain, fused = LeanDecoder(model), LeanDecoder(model, kernels=kernels)
     max_len, new_tokens = max(len(p) for p in PROMPTS), 40
     ids = torch.zeros(len(PROMPTS), max_len, dtype=torch.long)
     mask = torch.zeros_like(ids)

@@ -1,4 +1,5 @@
-"""Tiny Llama-3.2-shaped models for tests and demos (random weights, built on the fly)."""
+"""Tiny models of each registered family for tests and demos (random weights, built on the fly): Llama-3.2-shaped,
+Qwen2 / Qwen2.5 (q/k/v bias) and Qwen3 (q/k norm, explicit head_dim), with transformers' own config classes."""
 
 from __future__ import annotations
 
@@ -38,20 +39,64 @@ def tiny_llama_config(*, tied: bool = True, vocab_size: int = 250, num_layers: i
     return LlamaConfig(**fields)
 
 
-def save_random_llama(out_dir: str | Path, config, seed: int = 0, max_shard_size: str | None = None) -> Path:
-    """A random LlamaForCausalLM saved as safetensors (norm weights perturbed so they are not all ones)."""
-    from transformers import LlamaForCausalLM
+def tiny_qwen2_config(*, tied: bool = False, vocab_size: int = 250, num_layers: int = 2, **overrides):
+    """Qwen2.5 features at toy size: q/k/v bias, GQA 2:1, RoPE theta 10000 (Qwen2.5-Math's), untied by default
+    (Qwen2.5-Math-7B; 1.5B is tied). head_dim 32 (hidden / heads: Qwen2 has no head_dim field; vLLM's CPU attention
+    needs >= 32)."""
+    from transformers import Qwen2Config
+
+    fields = dict(
+        vocab_size=vocab_size, hidden_size=128, intermediate_size=192, num_hidden_layers=num_layers,
+        num_attention_heads=4, num_key_value_heads=2, rms_norm_eps=1e-6, initializer_range=0.1,
+        max_position_embeddings=4096, tie_word_embeddings=tied, bos_token_id=0, eos_token_id=1,
+        rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
+        use_sliding_window=False, sliding_window=4096, max_window_layers=num_layers,
+    )
+    fields.update(overrides)
+    return Qwen2Config(**fields)
+
+
+def tiny_qwen3_config(*, tied: bool = True, vocab_size: int = 250, num_layers: int = 2, **overrides):
+    """Qwen3 dense features at toy size: per-head q/k RMSNorm, no bias, explicit head_dim 32 != hidden / heads
+    (96 / 4 = 24), GQA 2:1, RoPE theta 1e6, tied (as Qwen3-1.7B)."""
+    from transformers import Qwen3Config
+
+    fields = dict(
+        vocab_size=vocab_size, hidden_size=96, intermediate_size=160, num_hidden_layers=num_layers,
+        num_attention_heads=4, num_key_value_heads=2, head_dim=32, rms_norm_eps=1e-6, initializer_range=0.1,
+        max_position_embeddings=4096, tie_word_embeddings=tied, bos_token_id=0, eos_token_id=1,
+        rope_parameters={"rope_type": "default", "rope_theta": 1000000.0},
+        attention_bias=False, use_sliding_window=False, max_window_layers=num_layers,
+    )
+    fields.update(overrides)
+    return Qwen3Config(**fields)
+
+
+def tiny_config(family: str, **overrides):
+    """The tiny config of a family by name: 'llama', 'qwen2' or 'qwen3'."""
+    return {"llama": tiny_llama_config, "qwen2": tiny_qwen2_config, "qwen3": tiny_qwen3_config}[family](**overrides)
+
+
+def save_random_model(out_dir: str | Path, config, seed: int = 0, max_shard_size: str | None = None) -> Path:
+    """A random causal LM of the config's family saved as safetensors, with every norm weight (layer norms, Qwen3's
+    q/k norms) and every bias (Qwen2's q/k/v) perturbed: transformers initialises norms to one and biases to zero,
+    so a converter or engine that dropped or misplaced them would still look right without this."""
+    from transformers import AutoModelForCausalLM
 
     torch.manual_seed(seed)
-    model = LlamaForCausalLM(config).float()
+    model = AutoModelForCausalLM.from_config(config).float()
     with torch.no_grad():
         for name, p in model.named_parameters():
-            if "norm" in name:
+            if "norm" in name or name.endswith(".bias"):
                 p.add_(0.1 * torch.randn_like(p))
     out_dir = Path(out_dir)
     kwargs = {"max_shard_size": max_shard_size} if max_shard_size else {}
     model.save_pretrained(out_dir, **kwargs)
     return out_dir
+
+
+save_random_llama = save_random_model
+"""The name the Llama tests use (any family's config works)."""
 
 
 def save_char_tokenizer(out_dir: str | Path, vocab_size: int = 250) -> Path:

@@ -145,7 +145,7 @@ def run_rl(cfg: RLConfig) -> Path:
 
 
 def unwrap_hf_config(learner):
-    from megatron_ext.llama import unwrap_model
+    from megatron_ext.models import unwrap_model
 
     return unwrap_model(learner.model).hf_config
 

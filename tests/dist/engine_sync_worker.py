@@ -18,14 +18,14 @@ def main():
     from megatron.core import parallel_state as ps
     from transformers import AutoConfig
 
-    from megatron_ext.llama import build_llama_model
+    from megatron_ext.models import build_model
     from megatron_ext.logprobs import vocab_parallel_logprobs
     from megatron_ext.schedule import forward_logits
     from megatron_ext.weights import export_hf_weights, load_hf_weights
     from pipeline.rl.generator import GeneratorSpec, SamplingSettings, build_generator
 
     config = AutoConfig.from_pretrained(hf_dir)
-    model = build_llama_model(config, tp=tp)
+    model = build_model(config, tp=tp)
     load_hf_weights(model, hf_dir)
     generator = build_generator(engine, GeneratorSpec(str(hf_dir), seed=layout.rank, max_model_len=128))
     prompts = [[5 + i, 40 + i, 41, 42, 43 + 2 * i] for i in range(3)]

@@ -17,12 +17,12 @@ def main():
     import megatron.core.transformer.attention as attention
     from transformers import AutoConfig, LlamaForCausalLM
 
-    from megatron_ext.llama import build_llama_model
+    from megatron_ext.models import build_model
     from megatron_ext.local_kernels import RMSNorm, SwiGLU
     from megatron_ext.weights import export_hf_weights, load_hf_weights
 
     config = AutoConfig.from_pretrained(hf_dir)
-    model = build_llama_model(config)
+    model = build_model(config)
     load_hf_weights(model, hf_dir)
     hf = LlamaForCausalLM.from_pretrained(hf_dir, dtype=torch.float32)
     g = torch.Generator().manual_seed(11)

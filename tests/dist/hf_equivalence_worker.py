@@ -18,14 +18,14 @@ def main():
     from safetensors.torch import load_file
     from transformers import AutoConfig, LlamaForCausalLM
 
-    from megatron_ext.llama import build_llama_model
+    from megatron_ext.models import build_model
     from megatron_ext.logprobs import (vocab_parallel_entropy, vocab_parallel_logprobs,
                                        vocab_parallel_logprobs_and_entropy)
     from megatron_ext.schedule import forward_logits
     from megatron_ext.weights import HFCheckpointReader, export_hf_weights, save_hf_checkpoint
 
     config = AutoConfig.from_pretrained(hf_dir)
-    model = build_llama_model(config, tp=tp, pp=pp)
+    model = build_model(config, tp=tp, pp=pp)
     from megatron_ext.weights import load_hf_weights
 
     load_hf_weights(model, hf_dir)

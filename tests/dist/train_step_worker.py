@@ -18,13 +18,13 @@ def main():
     from megatron.core.optimizer import OptimizerConfig, get_megatron_optimizer
     from transformers import AutoConfig
 
-    from megatron_ext.llama import build_llama_model
+    from megatron_ext.models import build_model
     from megatron_ext.logprobs import vocab_parallel_logprobs
     from megatron_ext.schedule import forward_backward, wrap_with_ddp
     from megatron_ext.weights import load_hf_weights
 
     config = AutoConfig.from_pretrained(hf_dir)
-    model = build_llama_model(config, tp=tp, pp=pp)
+    model = build_model(config, tp=tp, pp=pp)
     load_hf_weights(model, hf_dir)
     ddp = wrap_with_ddp(model, use_distributed_optimizer=dist_opt)
     optimizer = get_megatron_optimizer(

@@ -1,9 +1,10 @@
-"""Llama-3.x as a Megatron-core GPTModel, built from a Hugging Face `LlamaConfig`.
+"""A registered HF decoder-only causal LM as a Megatron-core GPTModel (`build_model`), for any family of
+megatron_ext.models.families.
 
-Covers everything Llama-3.2-3B uses: GQA, SwiGLU, RMSNorm eps, RoPE theta with llama3 / linear scaling
-(inverse frequencies are taken from transformers itself, so they match exactly), tied or untied embeddings,
-optional attention bias. Transformer-engine layer specs on a GPU when TE is importable, Megatron's local
-specs otherwise (CPU, or clusters without TE).
+The family supplies the block (TransformerConfig fields, layer spec, weight names); this module adds the parallel
+layout, dtype, the CPU settings and megatron_ext's local kernels. RoPE inverse frequencies are taken from
+transformers itself (default / llama3 / linear), so they match exactly. Transformer-engine layer specs on a GPU
+when TE is importable, Megatron's local specs otherwise (CPU, or clusters without TE).
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
+
+from megatron_ext.models.families import check_architecture, head_dim, rope_parameters
 
 try:  # transformer-engine is a GPU-only extra; the local spec is the fallback
     import transformer_engine  # noqa: F401
@@ -20,21 +22,8 @@ try:  # transformer-engine is a GPU-only extra; the local spec is the fallback
 except (ImportError, OSError):
     HAVE_TE = False
 
-_STATIC_ROPE_TYPES = ("default", "llama3", "linear")
-
-
-def _rope_parameters(hf_config) -> dict:
-    params = getattr(hf_config, "rope_parameters", None)
-    if params is None:  # transformers 4.x
-        params = dict(getattr(hf_config, "rope_scaling", None) or {})
-        params.setdefault("rope_theta", getattr(hf_config, "rope_theta", 10000.0))
-    params = dict(params)
-    params.setdefault("rope_type", params.get("type", "default"))
-    return params
-
-
-def head_dim(hf_config) -> int:
-    return getattr(hf_config, "head_dim", None) or hf_config.hidden_size // hf_config.num_attention_heads
+__all__ = ["HAVE_TE", "RECOMPUTE", "build_model", "head_dim", "padded_vocab_size", "recompute_overrides",
+           "transformer_config_from_hf", "unwrap_model", "use_transformer_engine", "validate_model_config"]
 
 
 def padded_vocab_size(vocab_size: int, tp: int, multiple: int = 128) -> int:
@@ -46,14 +35,11 @@ def padded_vocab_size(vocab_size: int, tp: int, multiple: int = 128) -> int:
     return padded
 
 
-def validate_llama_config(hf_config, tp: int = 1, pp: int = 1) -> None:
-    """Raise ValueError (with the fix) when the config is not a Llama this provider builds at this tp/pp."""
-    model_type = getattr(hf_config, "model_type", None)
-    if model_type != "llama":
-        raise ValueError(f"expected a Llama config (model_type 'llama'), got model_type {model_type!r}")
-    heads, kv_heads = hf_config.num_attention_heads, hf_config.num_key_value_heads
-    if heads % kv_heads:
-        raise ValueError(f"num_attention_heads {heads} is not a multiple of num_key_value_heads {kv_heads}")
+def validate_model_config(hf_config, tp: int = 1, pp: int = 1):
+    """Raise ValueError (with the fix) unless the config is a registered family's supported architecture that this
+    provider builds at this tp / pp; returns the family. Needs no process group: call it before starting one."""
+    family = check_architecture(hf_config)
+    kv_heads = hf_config.num_key_value_heads
     if kv_heads % tp:
         raise ValueError(
             f"tensor_parallel={tp} does not divide num_key_value_heads={kv_heads}: "
@@ -67,14 +53,12 @@ def validate_llama_config(hf_config, tp: int = 1, pp: int = 1) -> None:
             f"pipeline_parallel={pp} does not divide num_hidden_layers={layers}: "
             f"use one of {[d for d in range(1, layers + 1) if layers % d == 0]}"
         )
-    if getattr(hf_config, "hidden_act", "silu") != "silu":
-        raise ValueError(f"hidden_act {hf_config.hidden_act!r} is not supported (Llama uses 'silu')")
-    if getattr(hf_config, "mlp_bias", False):
-        raise ValueError("mlp_bias=True is not supported (Llama checkpoints have no MLP bias)")
-    rope_type = _rope_parameters(hf_config)["rope_type"]
-    if rope_type not in _STATIC_ROPE_TYPES:
-        raise ValueError(f"rope type {rope_type!r} is not supported; supported: {list(_STATIC_ROPE_TYPES)}")
+    if getattr(hf_config, "attention_bias", False):  # Llama / Qwen3 attention_bias: q, k, v *and* o_proj
+        raise ValueError(f"attention_bias=True is not supported on Megatron: it adds an o_proj bias, which Megatron's "
+                         f"GPT layer holds only together with MLP biases (add_bias_linear); released {family.name} "
+                         "checkpoints have attention_bias=false")
     padded_vocab_size(hf_config.vocab_size, tp)
+    return family
 
 
 RECOMPUTE = ("none", "selective", "full")
@@ -102,28 +86,14 @@ def use_transformer_engine(requested: bool | None = None) -> bool:
 def transformer_config_from_hf(
     hf_config, *, tp: int = 1, pp: int = 1, dtype: torch.dtype = torch.float32, **overrides
 ):
-    """Megatron `TransformerConfig` equivalent to a HF Llama config (extra fields via `overrides`)."""
+    """Megatron `TransformerConfig` equivalent to a HF config of a registered family (extra fields via `overrides`)."""
     from megatron.core.transformer.transformer_config import TransformerConfig
 
     from megatron_ext import cpu_compat
 
-    validate_llama_config(hf_config, tp, pp)
-    fields = dict(
-        num_layers=hf_config.num_hidden_layers,
-        hidden_size=hf_config.hidden_size,
-        ffn_hidden_size=hf_config.intermediate_size,
-        num_attention_heads=hf_config.num_attention_heads,
-        num_query_groups=hf_config.num_key_value_heads,
-        kv_channels=head_dim(hf_config),
-        normalization="RMSNorm",
-        layernorm_epsilon=hf_config.rms_norm_eps,
-        gated_linear_unit=True,
-        activation_func=F.silu,
-        add_bias_linear=False,
-        add_qkv_bias=bool(getattr(hf_config, "attention_bias", False)),
-        hidden_dropout=0.0,
-        attention_dropout=0.0,
-        init_method_std=getattr(hf_config, "initializer_range", 0.02),
+    family = validate_model_config(hf_config, tp, pp)
+    fields = family.transformer_config_fields(hf_config)
+    fields.update(
         tensor_model_parallel_size=tp,
         pipeline_model_parallel_size=pp,
         params_dtype=dtype,
@@ -139,6 +109,7 @@ def transformer_config_from_hf(
 
 
 def _hf_inv_freq(hf_config) -> torch.Tensor:
+    """transformers' RoPE inverse frequencies for the config (the rope init functions are shared by the families)."""
     from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
 
     rotary = LlamaRotaryEmbedding(hf_config)
@@ -147,7 +118,7 @@ def _hf_inv_freq(hf_config) -> torch.Tensor:
     return rotary.inv_freq.detach().to(torch.float32).cpu()
 
 
-def build_llama_model(
+def build_model(
     hf_config,
     *,
     tp: int = 1,
@@ -160,22 +131,17 @@ def build_llama_model(
     """This rank's stage of the model as a GPTModel (parallel state must be initialised). Weights random."""
     from megatron.core import parallel_state
     from megatron.core.models.gpt import GPTModel
-    from megatron.core.models.gpt.gpt_layer_specs import (
-        get_gpt_layer_local_spec,
-        get_gpt_layer_with_transformer_engine_spec,
-    )
 
+    family = validate_model_config(hf_config, tp, pp)
     te = use_transformer_engine(transformer_engine)
     if not te:  # the local spec's SwiGLU goes through the activation-module hook (megatron_ext.local_kernels)
         config_overrides = {"use_te_activation_func": True, **config_overrides}
     config = transformer_config_from_hf(hf_config, tp=tp, pp=pp, dtype=dtype, **config_overrides)
-    if te:
-        layer_spec = get_gpt_layer_with_transformer_engine_spec()
-    else:
+    layer_spec = family.layer_spec(te)
+    if not te:
         from megatron_ext.attention import SDPAttention
         from megatron_ext.local_kernels import SwiGLU, install_cross_entropy, install_rms_norm, install_rope
 
-        layer_spec = get_gpt_layer_local_spec(normalization="RMSNorm")
         layer_spec.submodules.self_attention.submodules.core_attention = SDPAttention
         if config.use_te_activation_func:
             layer_spec.submodules.mlp.submodules.activation_func = SwiGLU
@@ -191,11 +157,11 @@ def build_llama_model(
         parallel_output=True,
         share_embeddings_and_output_weights=bool(hf_config.tie_word_embeddings),
         position_embedding_type="rope",
-        rotary_base=int(_rope_parameters(hf_config)["rope_theta"]),
+        rotary_base=int(rope_parameters(hf_config)["rope_theta"]),
     )
     model.rotary_pos_emb.inv_freq = _hf_inv_freq(hf_config).to(model.rotary_pos_emb.inv_freq.device)
     if not te:
-        install_rms_norm(model)
+        install_rms_norm(model)  # the layer norms and, with qk_layernorm, the per-head q / k norms
     from megatron_ext.distributed import current_device
 
     for p in model.parameters():
@@ -205,6 +171,7 @@ def build_llama_model(
     if any(p.device != device for p in model.parameters()):  # made on the host (CPU initialisation)
         model = model.to(device)
     model.hf_config = hf_config
+    model.model_family = family
     return model
 
 

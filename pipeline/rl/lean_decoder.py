@@ -1,4 +1,5 @@
-"""A lean batched Llama decoder for the torch rollout engine.
+"""A lean batched decoder for the torch rollout engine, for every registered model family (megatron_ext.models:
+Llama, Qwen2 / Qwen2.5, Qwen3 dense).
 
 transformers' forward spends most of a small model's decode step outside the matmuls (mask building, cache
 bookkeeping, one projection per q/k/v and gate/up). This decoder runs the same maths with fused q|k|v and
@@ -7,6 +8,11 @@ no weights: the fused projections are buffers that the transformers model's q/k/
 become views of, so a weight update written into the transformers model is the decoder's update too.
 With `kernels` (pipeline.rl.decode_kernels' compiled module, on CPU) a decode step runs fused kernels between
 the matmuls instead of torch ops: the same maths, tested against this file's torch path.
+
+The families' differences come from the transformers model it is given, not from its model_type: q/k/v (and o)
+biases where the projections have them (Qwen2; Llama with attention_bias), per-head q / k RMSNorm before RoPE where
+the attention has `q_norm` / `k_norm` (Qwen3; between the qkv matmul and the attention kernel, in torch ops, on the
+kernel path), head_dim from the config. Which models it runs at all is the registry's (`unsupported_reason`).
 """
 
 from __future__ import annotations
@@ -15,21 +21,15 @@ import torch
 import torch.nn.functional as F
 
 
-SUPPORTED_MODEL_TYPES = ("llama", "qwen2")
-"""Llama-shaped decoders: RMSNorm, RoPE, GQA, SwiGLU; Qwen2 differs only in its q/k/v bias."""
-
-
 def unsupported_reason(hf_config) -> str | None:
-    """Why this decoder cannot run the model (None when it can)."""
-    model_type = getattr(hf_config, "model_type", None)
-    if model_type not in SUPPORTED_MODEL_TYPES:
-        return f"model_type {model_type!r} is not one of {list(SUPPORTED_MODEL_TYPES)}"
-    if getattr(hf_config, "hidden_act", "silu") != "silu":
-        return f"hidden_act {hf_config.hidden_act!r} is not 'silu'"
-    if getattr(hf_config, "mlp_bias", False):
-        return "mlp_bias=True"
-    if getattr(hf_config, "use_sliding_window", False):
-        return "sliding-window attention"
+    """Why this decoder cannot run the model (None when it can): not a registered family, or an architecture the
+    family's entry refuses (megatron_ext.models.families.check_architecture)."""
+    from megatron_ext.models.families import check_architecture
+
+    try:
+        check_architecture(hf_config)
+    except ValueError as e:
+        return str(e)
     return None
 
 
@@ -45,6 +45,12 @@ def _fuse(linears: list[torch.nn.Linear], name: str) -> torch.Tensor:
     return fused
 
 
+def _norm_weight(attention: torch.nn.Module, name: str) -> torch.Tensor | None:
+    """The weight of the attention's per-head norm `name` (Qwen3's q_norm / k_norm), None where it has none."""
+    norm = getattr(attention, name, None)
+    return None if norm is None else norm.weight
+
+
 def _linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """x @ weight.T (+ bias), computed as (weight @ x.T).T: with few rows (a decode step) MKL runs the
     [out, in] x [in, rows] product 1.2-1.5x faster than F.linear's [rows, in] x [in, out]."""
@@ -55,10 +61,10 @@ def _linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = N
     return y.view(*x.shape[:-1], weight.shape[0])
 
 
-class LlamaDecoder:
+class LeanDecoder:
     def __init__(self, model, kernels=None):
-        """`model`: a transformers Llama (or Qwen2) causal LM in eval mode (its q/k/v and gate/up parameters become
-        views); `kernels`: the fused decode kernels' module (None: torch ops)."""
+        """`model`: a transformers causal LM of a registered family in eval mode (its q/k/v and gate/up parameters
+        become views); `kernels`: the fused decode kernels' module (None: torch ops)."""
         reason = unsupported_reason(model.config)
         if reason:
             raise ValueError(f"the torch engine's decoder does not run this model ({reason}); generate with "
@@ -77,6 +83,7 @@ class LlamaDecoder:
                 qkv=_fuse(qkv, "weight"), qkv_bias=_fuse(qkv, "bias") if attn.q_proj.bias is not None else None,
                 o=attn.o_proj.weight, o_bias=attn.o_proj.bias, gate_up=_fuse([mlp.gate_proj, mlp.up_proj], "weight"),
                 down=mlp.down_proj.weight,
+                q_norm=_norm_weight(attn, "q_norm"), k_norm=_norm_weight(attn, "k_norm"),
             ))
         rotary = model.model.rotary_emb
         self.inv_freq = rotary.inv_freq.detach().float()
@@ -86,6 +93,13 @@ class LlamaDecoder:
 
     def _rms(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         return F.rms_norm(x, weight.shape, weight, self.eps)
+
+    def _qk_norm(self, qk: torch.Tensor, layer: dict) -> torch.Tensor:
+        """Per-head RMSNorm of the query heads and the key heads of qk [B, H + KV, T, D] (identity without it)."""
+        if layer["q_norm"] is None:
+            return qk
+        return torch.cat([self._rms(qk[:, : self.heads], layer["q_norm"]),
+                          self._rms(qk[:, self.heads :], layer["k_norm"])], dim=1)
 
     def _rope(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         half = self.head_dim // 2
@@ -151,7 +165,7 @@ class LlamaDecoder:
         for i, layer in enumerate(self.layers):
             x = self._rms(h, layer["norm1"])
             qkv = _linear(x, layer["qkv"], layer["qkv_bias"]).view(B, T, H + 2 * KV, D).transpose(1, 2)
-            qk = self._rope(qkv[:, : H + KV], cos, sin)  # q and k heads rotated in one pass
+            qk = self._rope(self._qk_norm(qkv[:, : H + KV], layer), cos, sin)  # q and k heads rotated in one pass
             if self.kernels is not None:  # keys transposed
                 self.k_cache[i, :, :, :, start:end] = qk[:, H:].transpose(-1, -2)
                 k = self.k_cache[i, :, :, :, :end].transpose(-1, -2)
@@ -175,6 +189,13 @@ class LlamaDecoder:
         last = self._rms(h[:, -1], self.model.model.norm.weight)
         return _linear(last, self.model.lm_head.weight)
 
+    def _qk_norm_feature_major(self, qkv: torch.Tensor, layer: dict) -> None:
+        """RMSNorm of each query and key head of the fused kernels' feature-major qkv [(H + 2 KV) * D, B], in place."""
+        H, KV, D = self.heads, self.kv_heads, self.head_dim
+        for rows, weight in ((slice(0, H * D), layer["q_norm"]), (slice(H * D, (H + KV) * D), layer["k_norm"])):
+            heads = qkv[rows].view(-1, D, qkv.shape[1])  # [heads, D, B]
+            heads.copy_(self._rms(heads.transpose(1, 2), weight).transpose(1, 2))
+
     def _decode_fused(self, tokens: torch.Tensor) -> torch.Tensor:
         """One decode step through the fused kernels (layouts: decode_kernels.cpp); the next logits [B, V]."""
         kernels, layers = self.kernels, self.layers
@@ -186,6 +207,8 @@ class LlamaDecoder:
             qkv = torch.mm(layer["qkv"], x.T)
             if layer["qkv_bias"] is not None:
                 qkv += layer["qkv_bias"][:, None]
+            if layer["q_norm"] is not None:  # per-head q / k RMSNorm before the kernel's RoPE, in place
+                self._qk_norm_feature_major(qkv, layer)
             context = kernels.decode_attention(qkv, self.k_cache[i], self.v_cache[i], self.cos_table, self.sin_table,
                                                positions, self.key_valid, self.heads, start, self.scale)
             out = torch.mm(layer["o"], context.T)
