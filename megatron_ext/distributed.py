@@ -104,6 +104,16 @@ def init_distributed(tp: int = 1, pp: int = 1, seed: int = 1234, timeout_s: int 
     )
 
 
+def set_cpu_threads(threads_per_rank: int = 0) -> None:
+    """On CPU, torch threads per rank: `threads_per_rank`, or this node's cores over this node's ranks (torchrun's
+    LOCAL_WORLD_SIZE; WORLD_SIZE counts every node's ranks). Nothing on GPU."""
+    if torch.cuda.is_available():
+        return
+    ranks_here = int(os.environ.get("LOCAL_WORLD_SIZE", os.environ.get("WORLD_SIZE", "1")))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    torch.set_num_threads(threads_per_rank or max(1, cores // ranks_here))
+
+
 def on_accelerator() -> bool:
     """Whether this process's run trains on an accelerator (CUDA, or the simulated one): the defaults that go with
     one (distributed optimizer at DP > 1) follow it. Valid before `init_distributed`."""

@@ -39,8 +39,9 @@ def run_pretrain(cfg: PretrainConfig) -> Path:
             print(f"[pretrain] {out} already finished ({(out / 'DONE').read_text().strip()} steps): nothing to do")
         return out / "hf"
     resolved = cfg.validate(int(os.environ.get("WORLD_SIZE", "1")))
-    _set_threads(cfg.parallel.threads_per_rank)
-    from megatron_ext.distributed import init_distributed
+    from megatron_ext.distributed import init_distributed, set_cpu_threads
+
+    set_cpu_threads(cfg.parallel.threads_per_rank)
 
     layout = init_distributed(tp=cfg.parallel.tp, pp=cfg.parallel.pp, seed=cfg.seed)
     trainer = Trainer(cfg, resolved, layout, deadline=started + cfg.schedule.exit_duration_min * 60
@@ -59,14 +60,6 @@ def _finished(out: Path, train_iters: int) -> bool:
         return int(done.read_text().split()[0]) >= train_iters
     except (ValueError, IndexError):
         return False
-
-
-def _set_threads(threads_per_rank: int) -> None:
-    if torch.cuda.is_available():
-        return
-    ranks_here = int(os.environ.get("LOCAL_WORLD_SIZE", os.environ.get("WORLD_SIZE", "1")))
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    torch.set_num_threads(threads_per_rank or max(1, cores // ranks_here))
 
 
 class Trainer:

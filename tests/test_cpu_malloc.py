@@ -1,5 +1,6 @@
-"""megatron_ext.cpu_malloc: with the thresholds set, memory freed at the end of a step is reused by the next
-one without page faults (without them glibc trims it and faults it in again); the user's own settings win."""
+"""Per-rank CPU settings. megatron_ext.cpu_malloc: with the thresholds set, memory freed at the end of a step is
+reused by the next one without page faults (without them glibc trims it and faults it in again); the user's own
+settings win. Threads per rank are the node's cores over the node's own ranks, not the job's."""
 
 import json
 import os
@@ -51,3 +52,24 @@ def test_freed_step_memory_is_reused_without_page_faults():
 def test_the_users_glibc_settings_are_left_alone():
     assert not run("tuned", MALLOC_TRIM_THRESHOLD_="0")["applied"]
     assert not run("tuned", GLIBC_TUNABLES="glibc.malloc.mmap_threshold=65536")["applied"]
+
+
+def test_threads_per_rank_count_this_nodes_ranks_not_the_jobs(monkeypatch):
+    import torch
+
+    from megatron_ext.distributed import set_cpu_threads
+
+    before = torch.get_num_threads()
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)))
+    try:
+        monkeypatch.setenv("WORLD_SIZE", "8")  # 2 nodes x 4 ranks
+        monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+        set_cpu_threads()
+        assert torch.get_num_threads() == 2
+        monkeypatch.delenv("LOCAL_WORLD_SIZE")  # outside torchrun: the whole world is here
+        set_cpu_threads()
+        assert torch.get_num_threads() == 1
+        set_cpu_threads(3)  # the config's explicit setting wins
+        assert torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(before)

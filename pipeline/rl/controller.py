@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from megatron_ext.distributed import any_rank, sum_over_ranks
+from megatron_ext.distributed import any_rank, set_cpu_threads, sum_over_ranks
 from pipeline.rl.config import RLConfig
 from pipeline.rl.generator import GeneratorSpec, SamplingSettings, build_generator
 from pipeline.rl.rollout import Rollout, all_gather_rollouts, build_policy_batch, rank_share, step_question_ids
@@ -48,7 +48,7 @@ def run_rl(cfg: RLConfig) -> Path:
     if cfg.eval_max_questions:
         test_qs = test_qs[: cfg.eval_max_questions]
 
-    _set_threads(cfg)
+    set_cpu_threads(cfg.threads_per_rank)
     layout = init_distributed(tp=cfg.tp, pp=cfg.pp, seed=cfg.seed)
     exit_handler = ExitSignalHandler()
     learner = Learner(cfg, layout, cfg.model_dir)
@@ -152,16 +152,6 @@ def unwrap_hf_config(learner):
 
 def _seed(seed: int, step: int, rank: int) -> int:
     return (seed * 1_000_003 + step * 997 + rank) % (2**31 - 1)
-
-
-def _set_threads(cfg: RLConfig) -> None:
-    """CPU threads per rank: this node's cores over this node's ranks (torchrun's LOCAL_WORLD_SIZE; WORLD_SIZE
-    counts every node's ranks), as stage one does."""
-    if torch.cuda.is_available():
-        return
-    ranks_here = int(os.environ.get("LOCAL_WORLD_SIZE", os.environ.get("WORLD_SIZE", "1")))
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    torch.set_num_threads(cfg.threads_per_rank or max(1, cores // ranks_here))
 
 
 def _load_prompts(spec: str, levels, template, tokenizer, max_prompt_tokens: int) -> list[dict]:
