@@ -52,6 +52,9 @@ def test_algorithm_sets_both_knobs_and_a_mix_is_named_an_ablation():
         RLConfig(model_dir="m", train_questions="q", algorithm="ppo").validate(1, check_files=False)
     with pytest.raises(ValueError, match="std_normalize='false' must be true or false"):
         RLConfig(model_dir="m", train_questions="q", std_normalize="false").validate(1, check_files=False)
+    for field in ("bf16", "grad_reduce_in_fp32", "trim_microbatch_padding", "shared_prompt_update"):
+        with pytest.raises(ValueError, match=f"{field}='false' must be true or false"):
+            RLConfig(model_dir="m", train_questions="q", **{field: "false"}).validate(1, check_files=False)
 
 
 def test_truncated_importance_sampling_weights_each_tokens_surrogate():

@@ -166,6 +166,9 @@ class RLConfig:
             raise ValueError(f"algorithm={self.algorithm!r}; valid: {sorted(ALGORITHMS)}")
         if not isinstance(self.std_normalize, bool):
             raise ValueError(f"std_normalize={self.std_normalize!r} must be true or false")
+        for f in dataclasses.fields(self):  # a JSON "false" is a non-empty string, which Python reads as true
+            if f.type in (bool, "bool") and not isinstance(getattr(self, f.name), bool):
+                raise ValueError(f"{f.name}={getattr(self, f.name)!r} must be true or false")
         if self.aggregation not in AGGREGATIONS:
             raise ValueError(f"aggregation={self.aggregation!r}; valid: {sorted(AGGREGATIONS)}")
         if self.behaviour_logprobs not in ("learner", "engine"):
