@@ -65,9 +65,16 @@ def build_optimizer(model_chunks: list, cfg: OptimConfig, *, dtype: torch.dtype,
         use_distributed_optimizer=use_distributed_optimizer,
     )
     optimizer = get_megatron_optimizer(config, model_chunks)
+    for group in _param_groups(optimizer):  # Megatron applies wd_mult only from its scheduler, which RL runs without
+        group["weight_decay"] = cfg.weight_decay * group.get("wd_mult", 1.0)
     if not torch.cuda.is_available():
         _fuse_cpu_adam(optimizer)
     return optimizer
+
+
+def _param_groups(optimizer) -> list[dict]:
+    chained = getattr(optimizer, "chained_optimizers", None) or [optimizer]
+    return [group for megatron_optimizer in chained for group in megatron_optimizer.optimizer.param_groups]
 
 
 def _fuse_cpu_adam(optimizer) -> None:
