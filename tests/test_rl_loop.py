@@ -186,3 +186,20 @@ def test_in_training_eval_is_what_the_eval_suite_reports(policy, tmp_path):
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     results = json.loads((tmp_path / "eval" / "results.json").read_text())
     assert results["benchmarks"]["synthetic"]["accuracy"] == pytest.approx(final["eval/accuracy"])
+
+
+def test_over_long_questions_are_counted_and_all_too_long_is_refused(tmp_path, capsys):
+    from transformers import AutoTokenizer
+
+    from pipeline.rl.controller import _load_prompts
+    from tiny_models import save_char_tokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(save_char_tokenizer(tmp_path / "tok"))
+    questions = tmp_path / "q.jsonl"
+    rows = [{"question": "1+1", "answer": "2"}, {"question": "9" * 40, "answer": "9"}, {"question": "2+2", "answer": "4"}]
+    questions.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    prompts = _load_prompts(str(questions), (), "Q: {}", tokenizer, max_prompt_tokens=10)
+    assert [p["answer"] for p in prompts] == ["2", "4"]
+    assert "1 of 3 questions are longer than max_prompt_tokens=10 once templated and are left out" in capsys.readouterr().out
+    with pytest.raises(ValueError, match=r"all 3 are longer than max_prompt_tokens=2 once templated; raise max_prompt"):
+        _load_prompts(str(questions), (), "Q: {}", tokenizer, max_prompt_tokens=2)

@@ -164,7 +164,11 @@ def _load_prompts(spec: str, levels, template, tokenizer, max_prompt_tokens: int
         if len(ids) <= max_prompt_tokens:
             prompts.append({"question": q.question, "answer": q.answer, "prompt_ids": ids})
     if not prompts:
-        raise ValueError(f"no usable questions in {spec!r} (all longer than max_prompt_tokens={max_prompt_tokens}?)")
+        raise ValueError(f"no usable questions in {spec!r}: all {len(questions)} are longer than "
+                         f"max_prompt_tokens={max_prompt_tokens} once templated; raise max_prompt_tokens")
+    if len(prompts) < len(questions) and int(os.environ.get("RANK", "0")) == 0:
+        print(f"[rl] {spec}: {len(questions) - len(prompts)} of {len(questions)} questions are longer than "
+              f"max_prompt_tokens={max_prompt_tokens} once templated and are left out", flush=True)
     return prompts
 
 
