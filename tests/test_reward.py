@@ -109,6 +109,13 @@ def test_gold_answer_may_be_a_boxed_solution(grader):
     assert rewards == [1.0, 1.0, 1.0]
 
 
+@pytest.mark.parametrize("gold", ["", "  ", None])
+def test_a_missing_gold_answer_is_refused_not_rewarded(grader, gold):
+    """An empty box equals an empty gold answer in the authors' verifiers: a reward for nothing."""
+    with pytest.raises(ValueError, match=r"gold answer missing \(None or blank\) for response\(s\) \[1\]"):
+        grader.grade_batch(["\\boxed{2}", "\\boxed{}"], ["2", gold], "r1")
+
+
 def test_truncated_responses_score_zero(grader):
     rewards, stats = grader.grade_batch([_boxed("4")] * 2, ["4"] * 2, "qwen_math", truncated=[True, False])
     assert rewards == [0.0, 1.0]

@@ -300,6 +300,10 @@ class RewardGrader:
         if not len(responses) == len(golds) == len(truncated):
             raise ValueError(f"responses ({len(responses)}), golds ({len(golds)}) and truncated ({len(truncated)}) "
                              "must have the same length: one gold answer and one flag per response")
+        missing = [i for i, gold in enumerate(golds) if gold is None or not str(gold).strip()]
+        if missing:  # an empty box would equal it: a reward for nothing
+            raise ValueError(f"gold answer missing (None or blank) for response(s) {missing[:5]}: every question "
+                             "needs a gold answer (the question loaders refuse such records)")
         stats: dict[str, float] = dict.fromkeys(STAT_KEYS, 0)
         rewards = [0.0] * len(responses)
         jobs: dict[tuple[str, str], list[int]] = {}  # identical (answer, gold) pairs are graded once
