@@ -137,6 +137,19 @@ def test_finished_run_is_not_repeated(policy, uninterrupted):
     assert (uninterrupted / "metrics.jsonl").read_text() == before
 
 
+def test_more_steps_continue_a_finished_run(policy, uninterrupted, tmp_path):
+    import shutil
+
+    out = tmp_path / "continued"
+    shutil.copytree(uninterrupted, out)
+    log = _finish(_launch(_config(policy, out, steps=8)))
+    assert "already finished" not in log
+    rows = _metrics(out)
+    assert [r["step"] for r in rows] == list(range(9)) and rows[:7] == _metrics(uninterrupted)
+    assert (out / "DONE").read_text().split()[0] == "8"
+    assert "already finished (6 steps): nothing to do" in _finish(_launch(_config(policy, uninterrupted), nproc=1))
+
+
 @pytest.mark.parametrize("override,message", [
     ({"questions_per_step": 3, "micro_batch_size": 2}, "must be divisible by the number of ranks"),
     ({"aggregation": "mean"}, "aggregation='mean'; valid"),

@@ -37,8 +37,11 @@ def run_rl(cfg: RLConfig) -> Path:
     if cfg.ablation() and int(os.environ.get("RANK", "0")) == 0:
         print(f"[rl] note: {cfg.ablation()}", flush=True)
     out = Path(cfg.output_dir)
-    if (out / "hf" / "config.json").exists() and (out / "DONE").exists():
-        return out / "hf"  # finished earlier (e.g. a requeued SLURM job): nothing to do
+    finished = _finished_steps(out)
+    if finished >= cfg.steps:  # finished earlier (e.g. a requeued SLURM job): nothing to do
+        if int(os.environ.get("RANK", "0")) == 0:
+            print(f"[rl] {out} already finished ({finished} steps): nothing to do; raise steps to continue it")
+        return out / "hf"
     template = get_template(cfg.template)
     from transformers import AutoTokenizer
 
@@ -152,6 +155,17 @@ def unwrap_hf_config(learner):
 
 def _seed(seed: int, step: int, rank: int) -> int:
     return (seed * 1_000_003 + step * 997 + rank) % (2**31 - 1)
+
+
+def _finished_steps(out: Path) -> int:
+    """Steps of a finished run in `out` (its DONE marker and final model), 0 if none. A larger `steps` continues it
+    from its last checkpoint."""
+    if not ((out / "hf" / "config.json").exists() and (out / "DONE").exists()):
+        return 0
+    try:
+        return int((out / "DONE").read_text().split()[0])
+    except (ValueError, IndexError):
+        return 0
 
 
 def _load_prompts(spec: str, levels, template, tokenizer, max_prompt_tokens: int) -> list[dict]:
