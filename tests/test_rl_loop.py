@@ -150,6 +150,18 @@ def test_more_steps_continue_a_finished_run(policy, uninterrupted, tmp_path):
     assert "already finished (6 steps): nothing to do" in _finish(_launch(_config(policy, uninterrupted), nproc=1))
 
 
+def test_resuming_with_changed_settings_is_refused_naming_them(policy, uninterrupted, tmp_path):
+    import shutil
+
+    out = tmp_path / "changed"
+    shutil.copytree(uninterrupted, out)
+    proc = _launch(_config(policy, out, steps=8, lr=1e-3, group_size=8, eval_every=4), nproc=1)
+    log, _ = proc.communicate(timeout=300)
+    assert proc.returncode != 0
+    assert f"error: {out} holds a run with other settings (group_size: 4 -> 8; lr: 0.0003 -> 0.001)" in log, log[-3000:]
+    assert (out / "DONE").read_text().split()[0] == "6"  # (torchrun adds its own traceback of the failed rank)
+
+
 @pytest.mark.parametrize("override,message", [
     ({"questions_per_step": 3, "micro_batch_size": 2}, "must be divisible by the number of ranks"),
     ({"aggregation": "mean"}, "aggregation='mean'; valid"),

@@ -22,6 +22,15 @@ ALGORITHMS: dict[str, tuple[str, bool]] = {
 """algorithm -> (aggregation, std_normalize)."""
 
 
+TRAJECTORY_FIELDS = (
+    "model_dir", "train_questions", "train_levels", "template", "verifier", "seed", "questions_per_step", "group_size",
+    "max_new_tokens", "max_prompt_tokens", "temperature", "top_p", "algorithm", "aggregation", "std_normalize",
+    "clip_eps", "kl_coef", "ppo_epochs", "minibatches_per_step", "tis_cap", "behaviour_logprobs", "lr", "adam_betas",
+    "adam_eps", "weight_decay", "grad_clip", "bf16",
+)
+"""Settings a resumed run must keep (the rest: steps, evaluation, checkpointing, layout, memory options, may change)."""
+
+
 @dataclass
 class RLConfig:
     # ---- inputs and outputs
@@ -197,6 +206,13 @@ class RLConfig:
             raise ValueError(f"logprob_chunk_tokens={self.logprob_chunk_tokens} must be >= 0 (0: no chunking)")
         if self.temperature < 0 or not 0 < self.top_p <= 1:
             raise ValueError("temperature must be >= 0 and top_p in (0, 1]")
+
+    def resume_changes(self, saved: dict) -> list[str]:
+        """The settings that shape the trajectory (`TRAJECTORY_FIELDS`) and differ from the run being resumed (its
+        rl_config.json), as 'field: saved -> now'."""
+        now = json.loads(self.to_json())
+        return [f"{name}: {saved.get(name)!r} -> {now[name]!r}" for name in TRAJECTORY_FIELDS
+                if name in saved and saved[name] != now[name]]
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2)

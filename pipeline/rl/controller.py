@@ -42,6 +42,11 @@ def run_rl(cfg: RLConfig) -> Path:
         if int(os.environ.get("RANK", "0")) == 0:
             print(f"[rl] {out} already finished ({finished} steps): nothing to do; raise steps to continue it")
         return out / "hf"
+    if (out / "rl_config.json").exists() and find_latest_checkpoint(out / "checkpoints") is not None:
+        changed = cfg.resume_changes(json.loads((out / "rl_config.json").read_text()))
+        if changed:
+            raise ValueError(f"{out} holds a run with other settings ({'; '.join(changed)}): resuming it with these "
+                             "would mix two runs. Restore them, or give a new output_dir")
     template = get_template(cfg.template)
     from transformers import AutoTokenizer
 
