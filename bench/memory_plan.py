@@ -95,7 +95,7 @@ def _step(shape: Shape, num_layers: int, *, fake: bool) -> dict:
         if fake:  # weight values do not matter to memory; and Megatron's GPU init forks its CUDA RNG tracker, which
             extra["perform_initialization"] = False  # compares real RNG states with .item(): impossible on fake tensors
         model = build_model(config, dtype=shape.dtype, max_sequence_length=S, **extra,
-                                  **recompute_overrides(shape.recompute))
+                        **recompute_overrides(shape.recompute))
         model.train()
         for p in model.parameters():  # Megatron's DDP moves each gradient into its buffer at once
             p.register_post_accumulate_grad_hook(lambda p: setattr(p, "grad", None))

@@ -103,16 +103,9 @@ def shared_prompt_update(hf_dir: Path, layout, tp: int, pp: int, result: dict) -
     from megatron_ext import shared_prefix
     from pipeline.rl.config import RLConfig
     from pipeline.rl.learner import Learner
-    from pipeline.rl.rollout import Rollout, build_policy_batch
+    from dist.rollout_fixtures import mixed_length_batch
 
-    g = torch.Generator().manual_seed(5)
-    rollouts = []
-    for q, prompt_len in enumerate([5, 2, 7]):  # prompts of different lengths; responses of 1..16 tokens
-        prompt = torch.randint(2, 250, (prompt_len,), generator=g).tolist()
-        for n in ([1, 16, 9], [4, 12, 16], [7, 3, 11])[q]:
-            rollouts.append(Rollout(q, prompt, torch.randint(2, 250, (n,), generator=g).tolist(),
-                                    (-torch.rand(n, generator=g) * 3).tolist(), "stop", ""))
-    batch = build_policy_batch(rollouts, torch.randn(len(rollouts), generator=g), 0)
+    batch = mixed_length_batch()
     calls = {"n": 0}
     attention = shared_prefix.attention
 
