@@ -2,9 +2,10 @@
 
     from slurm_cluster import slurm_cluster          # the session fixture; it yields the env with SLURM_CONF
 
-`slurm_cluster` starts the single-node cluster of tests/slurm/start_local_slurm.sh (munge, slurmctld, slurmd,
-slurmdbd + MariaDB; apt-installs them on a fresh machine, ~15 s) unless one is already up, and yields a copy of
-os.environ with SLURM_CONF set. A cluster that is already running is used as it is (other sessions may have
+`slurm_cluster` starts the cluster of tests/slurm/start_local_slurm.sh (munge, slurmctld, slurmdbd + MariaDB, a
+slurmd for the single node `localhost` of partition `debug` and one per node of partition `multi`, node1 and node2,
+each in its own network namespace; apt-installs them on a fresh machine, ~15 s) unless it is already up, and yields a
+copy of os.environ with SLURM_CONF set. A cluster that is already running is used as it is (other sessions may have
 jobs on it), so tests must not depend on its gres: they pass `--gpus-per-node=0` explicitly.
 """
 
@@ -21,6 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
 START_SCRIPT = REPO / "tests" / "slurm" / "start_local_slurm.sh"
 PREFIX = Path(os.environ.get("SLURM_LOCAL_PREFIX", "/tmp/local-slurm"))
 SLURM_CONF = PREFIX / "etc" / "slurm.conf"
+MULTI_NODES = ("node1", "node2")  # partition `multi` (start_local_slurm.sh's default MULTI_NODES=2)
 TERMINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "PREEMPTED", "BOOT_FAIL",
             "DEADLINE"}
 
@@ -28,11 +30,14 @@ TERMINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NOD
 def _cluster_up(env: dict) -> bool:
     try:
         ping = subprocess.run(["scontrol", "ping"], env=env, capture_output=True, text=True, timeout=10)
-        node = subprocess.run(["sinfo", "-h", "-o", "%T"], env=env, capture_output=True, text=True, timeout=10)
+        nodes = subprocess.run(["sinfo", "-h", "-N", "-o", "%N %T"], env=env, capture_output=True, text=True,
+                               timeout=10)
         accounting = subprocess.run(["sacct", "-n", "-X", "-S", "now"], env=env, capture_output=True, timeout=10)
     except (OSError, subprocess.TimeoutExpired):
         return False
-    usable = node.stdout.strip() in ("idle", "mixed", "allocated", "completing")
+    states = dict(line.split() for line in nodes.stdout.splitlines() if line.strip())
+    usable = set(states) >= {"localhost", *MULTI_NODES} and all(
+        state.rstrip("*") in ("idle", "mixed", "allocated", "completing") for state in states.values())
     return "is UP" in ping.stdout and usable and accounting.returncode == 0
 
 
