@@ -11,6 +11,13 @@
 # Every knob below is an environment variable (sbatch passes the submitting shell's environment to the job);
 # the #SBATCH lines are A100-node defaults that sbatch command-line options override.
 #
+# Several nodes (`sbatch --nodes=N`): every node's torchrun starts NPROC_PER_NODE ranks (the ranks' LOCAL_WORLD_SIZE)
+# and they rendezvous on the first node of the allocation (its hostname, from `scontrol show hostnames`, must resolve
+# on every node). A node's ranks get consecutive global ranks, so tensor parallelism (parallel.tp / tp, a divisor of
+# NPROC_PER_NODE) stays inside a node and data parallelism goes across nodes. Threads and memory per rank are worked
+# out on each node from its own CPUs and memory over its own rank count; the job log has one line per node saying
+# where it runs, and each rank's output lines start with `[rank<global rank> <node>]:`.
+#
 # Time limits: SLURM sends USR1 to this batch shell 300 s before the time limit (--signal=B:USR1@300).
 # The shell forwards it to the ranks only (torchrun's children on every node, through `srun --overlap pkill`),
 # not to torchrun, which would die of it, nor to the ranks' helper processes. The ranks finish the current
@@ -35,8 +42,10 @@
 #   VENV             $REPO_DIR/.venv       virtualenv whose python runs the job (without a container)
 #   PYTHON           $VENV/bin/python, or `python` in a container (or when there is no $VENV)
 #   SRUN_ARGS        (none)                extra srun options, whitespace-separated
+#   THREADS_PER_RANK (node's CPUs / NPROC_PER_NODE)  CPU threads per rank (OMP_NUM_THREADS), worked out on each node
 #   SHUTDOWN_TIMEOUT 600                   seconds torchrun waits for ranks to exit after TERM
 #   REQUEUE_ON_USR1  1                     requeue after a USR1-triggered clean exit (0: just exit)
+#   STEP_WAIT        60                    seconds the other nodes get once one node's torchrun exited (srun --wait)
 #   DRY_RUN          0                     1: print the srun command and exit
 #
 #SBATCH --job-name=pretrain
@@ -70,6 +79,7 @@ if [ -n "$CONTAINER_IMAGE" ] || [ ! -x "$VENV/bin/python" ]; then PYTHON=${PYTHO
 SRUN_ARGS=${SRUN_ARGS:-}
 export TORCH_ELASTIC_SHUTDOWN_TIMEOUT=${SHUTDOWN_TIMEOUT:-600}
 REQUEUE_ON_USR1=${REQUEUE_ON_USR1:-1}
+STEP_WAIT=${STEP_WAIT:-60}
 DRY_RUN=${DRY_RUN:-0}
 
 [ -d "$REPO_DIR/pipeline" ] || { echo "REPO_DIR=$REPO_DIR is not the repository root: submit from it or set REPO_DIR" >&2; exit 2; }
@@ -77,18 +87,18 @@ DRY_RUN=${DRY_RUN:-0}
 MASTER_ADDR=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)
 NNODES=${SLURM_JOB_NUM_NODES:-1}
 
-launch=(srun --label --kill-on-bad-exit=1 --nodes="$NNODES" --ntasks-per-node=1 --chdir="$REPO_DIR")
+# --wait: once one node's torchrun has exited, the others get STEP_WAIT s to follow (torchrun's exit barrier makes them
+# exit together when all is well), then srun ends the step: a node whose job step died (its processes killed, its
+# network gone) would otherwise keep the job until its time limit. --kill-on-bad-exit: one failing node ends the step.
+launch=(srun --label --kill-on-bad-exit=1 --wait="$STEP_WAIT" --nodes="$NNODES" --ntasks-per-node=1 --chdir="$REPO_DIR")
 # srun stopped inheriting sbatch's --cpus-per-task in SLURM 22.05
 [ -n "${SLURM_CPUS_PER_TASK:-}" ] && launch+=(--cpus-per-task="$SLURM_CPUS_PER_TASK")
 [ -n "$CONTAINER_IMAGE" ] && launch+=(--container-image="$CONTAINER_IMAGE" --container-mounts="$CONTAINER_MOUNTS"
                                       --container-workdir="$REPO_DIR")
 read -ra srun_extra <<<"$SRUN_ARGS"
 launch+=("${srun_extra[@]}")
-# The task records torchrun's pid (the USR1 trap below signals its children, the ranks) and makes torchrun
-# ignore USR1 in case a user's --signal=USR1 (no B:) sends it to the whole step: by default it would die of it.
-# The ranks install their own handler, which replaces the inherited SIG_IGN.
-# shellcheck disable=SC2016  # expanded by the task's bash, on its node
-launch+=(bash -c 'echo $$ >"$1/torchrun.$SLURMD_NODENAME.pid"; shift; trap "" USR1; exec "$@"' launcher "$LOG_DIR"
+# every node runs slurm/node_launch.sh: per-node threads (and KV cache), where it runs, then torchrun
+launch+=(bash "$REPO_DIR/slurm/node_launch.sh" pretrain.sh "$LOG_DIR" "$NPROC_PER_NODE"
          "$PYTHON" -m torch.distributed.run --nnodes="$NNODES" --nproc-per-node="$NPROC_PER_NODE"
          --rdzv-backend=c10d --rdzv-endpoint="$MASTER_ADDR:$MASTER_PORT" --rdzv-id="$SLURM_JOB_ID"
          --log-dir="$LOG_DIR" --tee=3
@@ -121,6 +131,12 @@ step=$!
 while kill -0 "$step" 2>/dev/null; do wait "$step" || true; done # a trap interrupts wait; keep waiting
 wait "$step" && rc=0 || rc=$?
 echo "[pretrain.sh] srun exited with $rc"
+if [ "$rc" != 0 ] && [ -z "$got_signal" ]; then
+  latest=$(cat "$OUTPUT_DIR/checkpoints/latest_checkpointed_iteration.txt" 2>/dev/null || true)
+  latest=${latest:+iteration $latest in $OUTPUT_DIR/checkpoints (resubmit with OUTPUT_DIR=$OUTPUT_DIR to resume from it)}
+  echo "[pretrain.sh] FAILED: a rank or a node of the job failed (srun's and the ranks' errors above name it;" \
+       "per-rank logs in $LOG_DIR). Newest complete checkpoint: ${latest:-none}."
+fi
 if [ "$got_signal" = USR1 ] && [ "$rc" = 0 ] && [ "$REQUEUE_ON_USR1" = 1 ]; then
   echo "[pretrain.sh] requeueing job $SLURM_JOB_ID to continue from the checkpoint"
   scontrol requeue "$SLURM_JOB_ID"

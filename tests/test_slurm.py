@@ -7,103 +7,14 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
-from slurm_cluster import (REPO, cancel, final_state, job_state, sacct_records, sbatch, slurm_cluster,  # noqa: F401
-                           wait_for_job)
+from slurm_cluster import REPO, cancel, final_state, sacct_records, sbatch, slurm_cluster, wait_for_job  # noqa: F401
+from slurm_jobs import (JOB_TIMEOUT, LOCAL_NODE, RL_SETTINGS, checkpoint_step_on_exit, job_env, jobs,  # noqa: F401
+                        metrics, policy, questions, reference, submit_rl, wait_for_step)
 
 pytestmark = pytest.mark.slurm
-
-# The local node has 2 CPUs and no GPUs: these override the A100 #SBATCH defaults, as users would.
-LOCAL_NODE = ("--gpus-per-node=0", "--cpus-per-task=2", "--time=15")
-RL_SETTINGS = dict(template="none", generator="torch", questions_per_step=4, group_size=4, max_new_tokens=16,
-                   steps=8, checkpoint_every=2, micro_batch_size=4, minibatches_per_step=1, lr=3e-4, seed=3,
-                   log_generations=-1,
-                   grade_timeout_s=30.0)  # a loaded machine must not turn grading into timeouts
-JOB_TIMEOUT = 420
-
-
-@pytest.fixture(scope="module")
-def policy(tmp_path_factory):
-    """A tiny policy that is sometimes right (non-zero rewards, so resumed runs must restore real state)."""
-    import torch
-    from tiny_models import save_warm_addition_model
-
-    root = tmp_path_factory.mktemp("policy")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # same weights; on a busy 2-core machine 2 threads were 6x slower (142 s vs 24 s)
-    try:
-        model = save_warm_addition_model(root / "model", steps=40)
-    finally:
-        torch.set_num_threads(threads)
-    config = root / "rl.json"
-    config.write_text(json.dumps(dict(RL_SETTINGS, model_dir=str(model), train_questions=str(_questions(root)))))
-    return config
-
-
-def _questions(root: Path) -> Path:
-    from tiny_models import addition_questions
-
-    path = root / "train.jsonl"
-    path.write_text("".join(json.dumps(q) + "\n" for q in addition_questions(48, seed=1)))
-    return path
-
-
-@pytest.fixture
-def jobs(slurm_cluster):
-    """Job ids a test submits; whatever is still queued when it ends is cancelled."""
-    submitted: list[int] = []
-    yield submitted
-    if submitted:
-        cancel(slurm_cluster, *submitted)
-
-
-def _job_env(cluster_env: dict, **knobs: str) -> dict:
-    env = {k: v for k, v in cluster_env.items()
-           if k not in ("CONFIG", "OUTPUT_DIR", "MODEL_DIR", "EXTRA_ARGS", "LOG_DIR", "DRY_RUN", "CONTAINER_IMAGE")}
-    env.update(NPROC_PER_NODE="2", HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", **knobs)
-    return env
-
-
-def _submit_rl(env: dict, jobs: list, config: Path, out: Path) -> tuple[int, Path]:
-    log = out.parent / f"{out.name}.log"
-    job = sbatch(_job_env(env, CONFIG=str(config), OUTPUT_DIR=str(out)), *LOCAL_NODE, f"--output={log}", "slurm/rl.sh")
-    jobs.append(job)
-    return job, log
-
-
-def _metrics(out: Path) -> list[dict]:
-    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    return [{k: v for k, v in row.items() if not k.startswith("time")} for row in rows]  # time*: wall clock
-
-
-def _wait_for_step(out: Path, job: int, env: dict, log: Path, step: int = 1, timeout: float = 300) -> None:
-    """Until rank 0 has logged `step` (the job is then mid-run: more steps and a final export remain)."""
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        path = out / "metrics.jsonl"
-        if path.exists() and any(json.loads(line)["step"] >= step for line in path.read_text().splitlines() if line):
-            return
-        assert job_state(env, job) in ("PENDING", "RUNNING", "CONFIGURING"), log.read_text()[-4000:] if log.exists() else ""
-        time.sleep(0.2)
-    raise AssertionError(f"job {job} did not reach step {step} in {timeout}s")
-
-
-def _checkpoint_step_on_exit(log_text: str) -> int:
-    found = re.findall(r"\[rl\] exit requested: checkpoint at step (\d+) saved", log_text)
-    assert found, f"the ranks never checkpointed on the signal:\n{log_text[-4000:]}"
-    return int(found[0])
-
-
-@pytest.fixture(scope="module")
-def reference(slurm_cluster, policy, tmp_path_factory):
-    """`sbatch slurm/rl.sh` of the tiny run, uninterrupted."""
-    out = tmp_path_factory.mktemp("rl") / "reference"
-    job, log = _submit_rl(slurm_cluster, [], policy, out)
-    state = wait_for_job(slurm_cluster, job, JOB_TIMEOUT, log)
-    return job, state, out, log
 
 
 @pytest.mark.slow
@@ -111,7 +22,7 @@ def test_rl_job_completes_and_leaves_metrics(reference, slurm_cluster):
     job, state, out, log = reference
     assert state == "COMPLETED", log.read_text()[-5000:]
     assert [r["State"] for r in sacct_records(slurm_cluster, job)] == ["COMPLETED"]
-    rows = _metrics(out)
+    rows = metrics(out)
     assert [r["step"] for r in rows] == list(range(1, RL_SETTINGS["steps"] + 1))
     for key in ("rollout/reward_mean", "rollout/accuracy", "train/loss", "train/grad_norm"):
         assert all(key in r for r in rows), key
@@ -129,8 +40,8 @@ def requeued(slurm_cluster, policy, tmp_path_factory):
     out = tmp_path_factory.mktemp("rl") / "requeued"
     jobs: list[int] = []
     try:
-        job, log = _submit_rl(slurm_cluster, jobs, policy, out)
-        _wait_for_step(out, job, slurm_cluster, log, step=3)
+        job, log = submit_rl(slurm_cluster, jobs, policy, out)
+        wait_for_step(out, job, slurm_cluster, log, step=3)
         subprocess.run(["scontrol", "requeue", str(job)], env=slurm_cluster, check=True, timeout=30)
         state = wait_for_job(slurm_cluster, job, JOB_TIMEOUT, log)
     finally:
@@ -146,13 +57,13 @@ def test_scontrol_requeue_resumes_from_a_checkpoint_to_identical_metrics(slurm_c
     assert [r["State"] for r in sacct_records(slurm_cluster, job)] == ["REQUEUED", "COMPLETED"]
     assert "[rl.sh] TERM: waiting for the ranks to checkpoint and exit" in text
     assert f"[rl.sh] job {job} restart 1" in text
-    assert _metrics(out) == _metrics(reference[2])  # resumed from a checkpoint, exactly
+    assert metrics(out) == metrics(reference[2])  # resumed from a checkpoint, exactly
 
 
 @pytest.mark.slow
 def test_ranks_checkpoint_on_slurms_sigterm(requeued):
     job, state, out, log = requeued
-    saved = _checkpoint_step_on_exit(log.read_text())
+    saved = checkpoint_step_on_exit(log.read_text())
     assert 3 <= saved < RL_SETTINGS["steps"]
 
 
@@ -160,19 +71,19 @@ def test_ranks_checkpoint_on_slurms_sigterm(requeued):
 def test_usr1_checkpoints_requeues_and_finishes_with_identical_metrics(slurm_cluster, policy, reference, jobs,
                                                                        tmp_path):
     out = tmp_path / "usr1"
-    job, log = _submit_rl(slurm_cluster, jobs, policy, out)
-    _wait_for_step(out, job, slurm_cluster, log, step=3)  # after the step-2 checkpoint: its writer process exists
+    job, log = submit_rl(slurm_cluster, jobs, policy, out)
+    wait_for_step(out, job, slurm_cluster, log, step=3)  # after the step-2 checkpoint: its writer process exists
     # what `#SBATCH --signal=B:USR1@300` delivers before the time limit: USR1 to the batch shell only
     subprocess.run(["scancel", "--batch", "--signal=USR1", str(job)], env=slurm_cluster, check=True, timeout=30)
     state = wait_for_job(slurm_cluster, job, JOB_TIMEOUT, log)
     text = log.read_text()
     assert state == "COMPLETED", text[-5000:]
     assert "[rl.sh] USR1: asking the ranks to checkpoint and exit" in text
-    saved = _checkpoint_step_on_exit(text)
+    saved = checkpoint_step_on_exit(text)
     assert 3 <= saved < RL_SETTINGS["steps"]
     assert "[rl.sh] srun exited with 0" in text and f"[rl.sh] requeueing job {job}" in text  # clean exit, then requeue
     assert [r["State"] for r in sacct_records(slurm_cluster, job)] == ["REQUEUED", "COMPLETED"]
-    assert _metrics(out) == _metrics(reference[2])
+    assert metrics(out) == metrics(reference[2])
 
 
 # ---- the chained pipeline ----------------------------------------------------------------------------------
@@ -189,13 +100,13 @@ def pipeline_inputs(tmp_path_factory):
     pretrain["logging"]["progress_bar"] = False
     (root / "pretrain.json").write_text(json.dumps(pretrain))
     # no model_dir: stage two starts from stage one's export
-    rl = dict(RL_SETTINGS, train_questions=str(_questions(root)), steps=2)
+    rl = dict(RL_SETTINGS, train_questions=str(questions(root)), steps=2)
     (root / "rl.json").write_text(json.dumps(rl))
     return root / "pretrain.json", root / "rl.json"
 
 
 def _run_pipeline(env: dict, jobs: list, run_dir: Path, pretrain_config: Path, rl_config: Path, **knobs) -> dict:
-    env = _job_env(env, RUN_DIR=str(run_dir), PRETRAIN_CONFIG=str(pretrain_config), RL_CONFIG=str(rl_config),
+    env = job_env(env, RUN_DIR=str(run_dir), PRETRAIN_CONFIG=str(pretrain_config), RL_CONFIG=str(rl_config),
                    SBATCH_ARGS=" ".join(LOCAL_NODE), **knobs)
     proc = subprocess.run(["bash", "slurm/pipeline.sh"], cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
@@ -218,7 +129,7 @@ def test_pipeline_runs_stage_one_then_stage_two_from_its_export(slurm_cluster, p
     assert rl_record["Start"] >= pretrain_record["End"]  # ISO timestamps: stage two started after stage one ended
     assert (run_dir / "pretrain" / "DONE").exists()
     assert json.loads((run_dir / "rl" / "rl_config.json").read_text())["model_dir"] == str(run_dir / "pretrain" / "hf")
-    assert [r["step"] for r in _metrics(run_dir / "rl")] == [1, 2] and (run_dir / "rl" / "DONE").exists()
+    assert [r["step"] for r in metrics(run_dir / "rl")] == [1, 2] and (run_dir / "rl" / "DONE").exists()
 
 
 def test_failing_stage_one_cancels_stage_two(slurm_cluster, pipeline_inputs, jobs, tmp_path):
@@ -239,7 +150,7 @@ def test_failing_stage_one_cancels_stage_two(slurm_cluster, pipeline_inputs, job
 @pytest.mark.parametrize("script", ["rl.sh", "pretrain.sh"])
 def test_dry_run_shows_the_container_and_rendezvous_flags(slurm_cluster, jobs, tmp_path, script):
     log = tmp_path / "dry.log"
-    env = _job_env(slurm_cluster, DRY_RUN="1", CONTAINER_IMAGE="nvcr.io/nvidia/pytorch:25.01-py3",
+    env = job_env(slurm_cluster, DRY_RUN="1", CONTAINER_IMAGE="nvcr.io/nvidia/pytorch:25.01-py3",
                    CONTAINER_MOUNTS="/data:/data", MASTER_PORT="23456", EXTRA_ARGS="steps=3 lr=1e-6",
                    OUTPUT_DIR=str(tmp_path / "out"))
     job = sbatch(env, *LOCAL_NODE, f"--output={log}", f"slurm/{script}")
@@ -254,7 +165,7 @@ def test_dry_run_shows_the_container_and_rendezvous_flags(slurm_cluster, jobs, t
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("script", ["rl.sh", "pretrain.sh", "pipeline.sh"])
+@pytest.mark.parametrize("script", ["rl.sh", "pretrain.sh", "pipeline.sh", "node_launch.sh"])
 def test_every_knob_is_documented_in_the_header(script):
     text = (REPO / "slurm" / script).read_text()
     header = text.split("set -euo pipefail")[0]

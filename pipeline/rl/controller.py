@@ -70,6 +70,8 @@ def run_rl(cfg: RLConfig) -> Path:
         learner.load_state_dict(state)
         start_step = trainer_state["step"]
         generator.update_weights(learner.export_weights())
+        if layout.is_main:
+            print(f"[rl] resuming from the checkpoint of step {start_step}: {latest}", flush=True)
     metrics = MetricsWriter(out, enabled=layout.is_main, resume_step=start_step + 1)
     if layout.is_main:
         out.mkdir(parents=True, exist_ok=True)
