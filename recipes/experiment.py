@@ -39,6 +39,7 @@ def _single(executor):
     e.ntasks_per_node = 1
     if isinstance(e, run.SlurmExecutor):
         _set_cpus_per_task(e, e.cpus_per_task)
+        e.signal = None  # the pre-timeout signal is for training tasks, which checkpoint on it; it would kill this one
         e.nodes = 1
         e.torchrun_nproc_per_node = None
         if e.gpus_per_node:

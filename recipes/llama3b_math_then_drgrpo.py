@@ -77,25 +77,45 @@ def local(ranks: int = 0) -> run.LocalExecutor:
     return run.LocalExecutor(ntasks_per_node=ranks or default_ranks(), launcher="torchrun")
 
 
+# torchrun forwards these to its ranks and waits for them (up to TORCH_ELASTIC_SHUTDOWN_TIMEOUT) instead of dying of
+# USR1; SIGTERM, SIGINT, SIGHUP and SIGQUIT are its defaults. Its --signals-to-handle reads PET_SIGNALS_TO_HANDLE (it
+# overwrites TORCHELASTIC_SIGNALS_TO_HANDLE with the option's value), and NeMo-Run's torchrun command has no room for
+# the option.
+TORCHRUN_SIGNALS = "SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1"
+
+
 @run.cli.factory
 def slurm(account: str = "", partition: str = "", nodes: int = 1, gpus_per_node: int = 8, ranks_per_node: int = 0,
           time: str = "04:00:00", container_image: str = "", container_mounts: list[str] = [], job_dir: str = "",
           host: str = "", user: str = "", mem: str = "", env_vars: dict = {},
-          cpus_per_task: int = 0) -> run.Config[run.SlurmExecutor]:
+          cpus_per_task: int = 0, signal_before_limit_s: int = 300) -> run.Config[run.SlurmExecutor]:
     """A SLURM cluster (8-GPU A100 nodes by default): submitted locally (LocalTunnel) or over SSH when `host` is
     set. `ranks_per_node` defaults to `gpus_per_node` (set it, with gpus_per_node=0, on CPU-only nodes).
     `cpus_per_task` (`run.executor.cpus_per_task=16`) is CPUs per training rank and per one-process task: torchrun
     runs all ranks of a node in one SLURM task, which gets ranks_per_node times it. 0 takes the cluster's default,
-    often one CPU per task: on clusters that confine tasks to their CPUs set it (e.g. 16 on a 128-core 8-GPU node)."""
+    often one CPU per task: on clusters that confine tasks to their CPUs set it (e.g. 16 on a 128-core 8-GPU node).
+
+    Time limits and preemption, as slurm/*.sh: SLURM sends USR1 `signal_before_limit_s` seconds before a training
+    task's time limit (`--signal=USR1@300`, to every process of the job step: NeMo-Run's batch script runs srun in
+    the foreground, so it cannot forward a `B:` signal as slurm/rl.sh does); torchrun passes it on to the ranks
+    (PET_SIGNALS_TO_HANDLE) and waits for them, they save a checkpoint and stop, and rank 0 requeues the job
+    (recipes/tasks.py), which resumes from that checkpoint (0: no signal). Every job asks for `--requeue`: preemption
+    and `scontrol requeue` requeue it, SLURM sends TERM, the ranks checkpoint, and the job resumes."""
     if host:
         tunnel = run.Config(run.SSHTunnel, host=host, user=user, job_dir=job_dir)
     else:
         tunnel = run.Config(run.LocalTunnel, job_dir=job_dir)
+    env = dict(env_vars)
+    if signal_before_limit_s:
+        env = {"PET_SIGNALS_TO_HANDLE": TORCHRUN_SIGNALS,
+               "TORCH_ELASTIC_SHUTDOWN_TIMEOUT": str(signal_before_limit_s), "REQUEUE_ON_USR1": "1", **env}
     kwargs = dict(partition=partition or None, nodes=nodes,
                   ntasks_per_node=ranks_per_node or gpus_per_node or 1, gpus_per_node=gpus_per_node or None,
                   time=time, tunnel=tunnel, packager=run.Config(run.Packager),
                   container_image=container_image or None, container_mounts=list(container_mounts),
-                  env_vars=dict(env_vars), mem=mem or None, cpus_per_task=cpus_per_task or None)
+                  env_vars=env, mem=mem or None, cpus_per_task=cpus_per_task or None,
+                  signal=f"USR1@{signal_before_limit_s}" if signal_before_limit_s else None,
+                  additional_parameters={"requeue": True})
     return run.Config(run.SlurmExecutor, account=account, **{k: v for k, v in kwargs.items() if v is not None})
 
 

@@ -5,6 +5,9 @@ Training tasks run under torchrun (every rank calls the function); the others ru
 """
 
 import json
+import os
+import socket
+import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -68,13 +71,48 @@ def prepare_data(task: DataTask) -> dict:
 def pretrain(cfg: PretrainConfig) -> str:
     from pipeline.pretrain import run_pretrain
 
-    return str(run_pretrain(cfg))
+    _say_where("stage1")
+    out = str(run_pretrain(cfg))
+    _requeue_if_stopped_early(cfg.output_dir)
+    return out
 
 
 def drgrpo(cfg: RLConfig) -> str:
     from pipeline.rl.controller import run_rl
 
-    return str(run_rl(cfg))
+    _say_where("stage2")
+    out = str(run_rl(cfg))
+    _requeue_if_stopped_early(cfg.output_dir)
+    return out
+
+
+def _say_where(stage: str) -> None:
+    """Under SLURM, one line per rank: its global rank and the node it runs on (multi-node logs interleave)."""
+    if "SLURM_JOB_ID" in os.environ and "RANK" in os.environ:
+        print(f"[{stage}] rank {os.environ['RANK']} of {os.environ.get('WORLD_SIZE')} (local rank "
+              f"{os.environ.get('LOCAL_RANK')} of {os.environ.get('LOCAL_WORLD_SIZE')}) on node "
+              f"{os.environ.get('SLURMD_NODENAME')} (hostname {socket.gethostname()})", flush=True)
+
+
+def _requeue_if_stopped_early(output_dir: str) -> None:
+    """The SLURM executor's pre-timeout signal (USR1, recipes/llama3b_math_then_drgrpo.py `slurm`): the stage saved a
+    checkpoint and returned before its last step. Rank 0 requeues the job, which then resumes from that checkpoint,
+    as slurm/*.sh do from their batch shell. Only while the job is still RUNNING: after a TERM (preemption or
+    `scontrol requeue`: SLURM requeues it itself; scancel or the time limit: it must end) its state is another.
+    Every rank waits for rank 0's decision: torchrun reports a rank that exits on a forwarded signal as a failure, and
+    srun's --kill-on-bad-exit would end the other nodes, rank 0 included, before it requeued."""
+    import torch.distributed as dist
+
+    job = os.environ.get("SLURM_JOB_ID")
+    stopped_early = bool(job) and os.environ.get("REQUEUE_ON_USR1") == "1" and not (Path(output_dir) / "DONE").exists()
+    if stopped_early and os.environ.get("RANK", "0") == "0":
+        show = subprocess.run(["scontrol", "show", "job", job], capture_output=True, text=True, timeout=60)
+        if "JobState=RUNNING" in show.stdout:
+            print(f"[tasks] stopped early on the pre-timeout signal: requeueing job {job} to resume from the "
+                  "checkpoint", flush=True)
+            subprocess.run(["scontrol", "requeue", job], check=True, timeout=60)
+    if stopped_early and dist.is_initialized():
+        dist.barrier()
 
 
 def evaluate(cfg: EvalConfig) -> str:

@@ -1,14 +1,17 @@
 """Recipes: every variant builds and validates on CPU without launching; the nemo-run command works from any
 directory; a failing task makes the command exit non-zero and its dependents never start."""
 
+import json
 import os
+import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 from conftest import REPO
-from slurm_cluster import slurm_cluster  # noqa: F401  (session fixture)
+from slurm_cluster import sacct_records, slurm_cluster  # noqa: F401  (session fixture)
 
 RECIPE = REPO / "recipes" / "llama3b_math_then_drgrpo.py"
 
@@ -192,18 +195,69 @@ def test_rl_only_pipeline_from_a_qwen_checkpoint_through_the_cli(tmp_path, famil
 
 
 @pytest.mark.slurm
+@pytest.mark.multinode
 @pytest.mark.slow
-def test_recipe_through_slurm_executor_completes(slurm_cluster, tmp_path):
+def _wait_for_rl_step(out: Path, step: int, job_name: str, env: dict, proc: subprocess.Popen,
+                      timeout: float = 900) -> int:
+    """The SLURM job id of the stage-two task once its metrics reach `step`."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        assert proc.poll() is None, "nemo-run ended before stage two got to be signalled"
+        path = out / "metrics.jsonl"
+        if path.exists() and any(json.loads(line).get("step", 0) >= step and "rollout/reward_mean" in line
+                                 for line in path.read_text().splitlines() if line):
+            queue = subprocess.run(["squeue", "-h", "-n", job_name, "-o", "%i"], env=env, capture_output=True,
+                                   text=True, timeout=30).stdout.split()
+            return int(queue[-1])
+        time.sleep(0.2)
+    raise AssertionError(f"stage two did not reach step {step} in {timeout} s")
+
+
+def test_recipe_through_slurm_executor_runs_at_two_nodes(slurm_cluster, tmp_path):
+    """`run.executor=slurm` on the local cluster's two namespace nodes (partition multi), one rank per node: the
+    pipeline completes, the training tasks ran one rank on each node and asked for the pre-timeout signal and
+    requeue, the one-process tasks asked for one node without the signal; stage two, given the pre-timeout USR1
+    mid-run, checkpoints, requeues itself and resumes to its last step."""
     env = dict(slurm_cluster, HF_HUB_OFFLINE="1")
     out = tmp_path / "out"
-    proc = subprocess.run([str(Path(sys.executable).parent / "nemo-run"), str(RECIPE), "--yes",
-                           f"recipe.output_dir={out}", *FAST, "run.executor=slurm", "run.executor.gpus_per_node=0",
-                           "run.executor.ntasks_per_node=2", "run.executor.cpus_per_task=1",
-                           "run.executor.time=00:20:00"],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1500)
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    stage2_steps = 8  # long enough to be signalled mid-run
+    cmd = [str(Path(sys.executable).parent / "nemo-run"), str(RECIPE), "--yes", f"recipe.output_dir={out}",
+           *(a for a in FAST if not a.startswith("recipe.stage2.steps=")), f"recipe.stage2.steps={stage2_steps}",
+           "recipe.stage2.checkpoint_every=2", "run.executor=slurm", "run.executor.gpus_per_node=0",
+           "run.executor.partition=multi", "run.executor.nodes=2", "run.executor.ntasks_per_node=1",
+           "run.executor.cpus_per_task=2", "run.executor.time=00:20:00"]
+    with open(tmp_path / "nemo_run.log", "w") as log:
+        proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
+        try:
+            # the pre-timeout signal as `--signal=USR1@300` sends it: to every process of the job's steps (not B:)
+            stage2 = _wait_for_rl_step(out / "stage2", step=3, job_name="-.stage2", env=env, proc=proc)
+            subprocess.run(["scancel", "--signal=USR1", str(stage2)], env=env, check=True, timeout=30)
+            proc.wait(timeout=1500)
+        finally:
+            proc.kill()
+    output = (tmp_path / "nemo_run.log").read_text()
+    assert proc.returncode == 0, output[-6000:]
     for done in ("stage1/DONE", "stage2/DONE", "eval/before/results.json", "eval/after/results.json", "report.md"):
         assert (out / done).exists(), done
+    # NeMo-Run's experiment directory (its sbatch scripts and task logs), as its status table names it
+    experiment = Path(re.findall(r"Local Directory: (\S+)/report\s", output)[-1])
+    for stage in ("stage1", "stage2"):
+        log = "".join(p.read_text() for p in experiment.glob(f"{stage}/log*.out"))
+        where = set(re.findall(rf"\[{stage}\] rank (\d) of 2 \(local rank 0 of 1\) on node (\w+) \(hostname (\w+)\)", log))
+        assert where == {("0", "node1", "node1"), ("1", "node2", "node2")}, log[-3000:]
+        header = (experiment / f"{stage}_sbatch.sh").read_text()
+        for line in ("#SBATCH --nodes=2", "#SBATCH --signal=USR1@300", "#SBATCH --requeue"):
+            assert line in header, (stage, line)
+    stage2_log = "".join(p.read_text() for p in experiment.glob("stage2/log*.out"))
+    assert "[rl] exit requested: checkpoint at step" in stage2_log, stage2_log[-3000:]
+    assert f"[tasks] stopped early on the pre-timeout signal: requeueing job {stage2}" in stage2_log
+    assert "[rl] resuming from the checkpoint of step" in stage2_log
+    assert [r["State"] for r in sacct_records(env, stage2)] == ["REQUEUED", "COMPLETED"]
+    rows = [json.loads(line) for line in (out / "stage2" / "metrics.jsonl").read_text().splitlines() if line]
+    steps = [row["step"] for row in rows if "rollout/reward_mean" in row]
+    assert steps == list(range(1, stage2_steps + 1)), steps  # resumed: no step lost or repeated
+    single = (experiment / "eval_before_sbatch.sh").read_text()
+    assert "#SBATCH --nodes=1" in single and "--signal" not in single
     sacct = subprocess.run(["sacct", "-n", "-P", "-o", "JobID,JobName,AllocCPUS,State", "-S", "now-1hour"], env=env,
                            capture_output=True, text=True).stdout
     rows = [line.split("|") for line in sacct.splitlines()]
@@ -211,6 +265,7 @@ def test_recipe_through_slurm_executor_completes(slurm_cluster, tmp_path):
     stage1 = [job_id for job_id, name in jobs.items() if name.endswith("stage1")][-1]
     eval_before = [job_id for job_id, name in jobs.items() if name.endswith("eval_before")][-1]
     cpus = {job_id: int(n) for job_id, _, n, state in rows if state == "COMPLETED"}
-    # torchrun's one task holds both ranks: cpus_per_task=1 (per rank) gives it 2 CPUs, in the job and in its srun step
-    assert cpus[stage1] == 2 and cpus[f"{stage1}.0"] == 2, sacct
-    assert cpus[eval_before] == 1, sacct
+    torchrun_step, = (job_id for job_id, name, _, _ in rows if job_id.startswith(f"{stage1}.") and name == "torchrun")
+    # cpus_per_task=2 per rank: each node's torchrun task holds its one rank's 2 CPUs, in the job and its srun step
+    assert cpus[stage1] == 4 and cpus[torchrun_step] == 4, sacct
+    assert cpus[eval_before] == 2, sacct
