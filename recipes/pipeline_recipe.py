@@ -268,7 +268,8 @@ def eval_config(recipe: PipelineRecipe, model_dir: str, out_dir: str):
         benchmarks = (f"synthetic={Path(recipe.data.out_dir) / 'rl_test.jsonl'}",)
     options = {"max_model_len": e.max_new_tokens + recipe.stage2.max_prompt_tokens + 8} if e.backend != "hf" else {}
     return EvalConfig(model=model_dir, benchmarks=tuple(benchmarks), suite=e.suite,
-                      template=e.template or recipe.stage2.template, max_new_tokens=e.max_new_tokens,
+                      template=e.template or recipe.stage2.template,
+                      system_prompt="" if e.template else recipe.stage2.system_prompt, max_new_tokens=e.max_new_tokens,
                       max_questions=e.max_questions, backend=e.backend, backend_options=options, output_dir=out_dir,
                       verifier=e.verifier)
 

@@ -105,6 +105,29 @@ def test_champ_questions_load_and_grade_against_themselves(assets):
     assert [a for a, x in zip(golds, off_by_one) if x != 0.0] == []
 
 
+def test_eval_asks_the_instruct_model_through_its_chat_template(assets, tmp_path):
+    """`pipeline.eval run --template chat` on gradable CHAMP problems: the instruct model answers each (with no
+    template it mostly answered nothing), and its prompt is the model's own ChatML turn."""
+    from pipeline.eval.evaluate import EvalConfig, build_generate, evaluate
+
+    seen = []
+
+    def generate(prompts, **kwargs):
+        seen.extend(prompts)
+        return inner(prompts, **kwargs)
+
+    config = EvalConfig(model=str(assets.model_dir), benchmarks=(f"champ={assets.questions}",), template="chat",
+                        max_new_tokens=48, max_questions=3, backend="hf", output_dir=str(tmp_path / "eval"),
+                        verifier="lenient")
+    inner = build_generate(config)
+    results = evaluate(config, generate, progress=False)
+    assert len(seen) == 3 and all(p.startswith("<|im_start|>") and p.endswith("<|im_start|>assistant\n")
+                                  for p in seen), seen[0]
+    records = [json.loads(line) for line in (tmp_path / "eval" / "generations.jsonl").read_text().splitlines()]
+    assert len(records) == 3 and all(r["response"].strip() for r in records), records
+    assert results["template"] == "chat" and "champ" in results["benchmarks"]
+
+
 # ---- torchrun worker: Megatron vs transformers on real prompts ---------------------------------------------------
 
 

@@ -88,7 +88,7 @@ def test_run_writes_every_metric_and_the_final_model(uninterrupted):
     step = rows[1]
     for key in ("rollout/reward_mean", "rollout/accuracy", "rollout/response_len_mean", "rollout/truncation_rate",
                 "rollout/question_reward_std_mean", "rollout/zero_std_question_frac", "rollout/grading_failures",
-                "train/loss", "train/entropy", "train/clip_frac", "train/logp_mismatch", "train/grad_norm"):
+                "rollout/no_answer_rate", "train/loss", "train/entropy", "train/clip_frac", "train/logp_mismatch", "train/grad_norm"):
         assert key in step, key
     assert "eval/accuracy" in rows[0] and "eval/accuracy" in rows[3] and "eval/accuracy" in rows[6]
     rewards = [r["rollout/reward_mean"] for r in rows[1:]]

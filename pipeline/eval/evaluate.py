@@ -13,7 +13,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from data_prep.templates import TEMPLATES, get_template
+from data_prep.templates import TEMPLATES, check_template, get_template
 from pipeline.eval.benchmarks import PAPER_SUITE, BenchmarkRef, Question, load_benchmark, parse_benchmark, suite_refs
 from pipeline.eval.generation import GenerateFn
 from pipeline.eval.scoring import (GradeFn, average, grade_records, markdown_table, results_markdown, reward_grader,
@@ -33,7 +33,9 @@ class EvalConfig:
     """The authors' evaluation suite: one save_to_disk DatasetDict directory with splits aime, amc, math,
     minerva, olympiad_bench; adds the paper's five benchmarks."""
     template: str = "qwen_math"
-    """Prompt template: r1, qwen_math or none (data_prep.templates)."""
+    """Prompt template: r1, qwen_math, none, or chat (the model's own chat template) (data_prep.templates)."""
+    system_prompt: str = ""
+    """With template=chat: a system turn before each question (empty: none, or the chat template's own default)."""
     max_new_tokens: int = 3000
     """Generation budget per response (the paper's evaluation: 3000)."""
     temperature: float = 0.0
@@ -67,7 +69,7 @@ class EvalConfig:
     """results.json, results.md and generations.jsonl are written here."""
 
     def __post_init__(self):
-        get_template(self.template)
+        check_template(self.template, self.system_prompt)
         from pipeline.rl.grading import get_verifier
 
         get_verifier(self.verifier)
@@ -139,7 +141,13 @@ def evaluate(config: EvalConfig, generate: GenerateFn | None = None, *, grade: G
     questions = load_questions(config)
     generate = generate or build_generate(config)
     template = get_template(config.template)
-    records = _generate_records(config, questions, generate, template, progress)
+    tokenizer = None
+    if template.uses_chat_template:
+        from transformers import AutoTokenizer
+
+        check_template(config.template, config.system_prompt, config.model)
+        tokenizer = AutoTokenizer.from_pretrained(config.model)
+    records = _generate_records(config, questions, generate, template, tokenizer, progress)
     with (reward_grader(config.grader_workers, config.verifier) if grade is None
           else contextlib.nullcontext(grade)) as grade_fn:
         grade_records(records, grade_fn, truncated_scores_zero=config.truncated_scores_zero)
@@ -156,7 +164,7 @@ def evaluate(config: EvalConfig, generate: GenerateFn | None = None, *, grade: G
     return results
 
 
-def _generate_records(config, questions, generate, template, progress) -> list[dict]:
+def _generate_records(config, questions, generate, template, tokenizer, progress) -> list[dict]:
     from tqdm import tqdm
 
     records = []
@@ -166,8 +174,8 @@ def _generate_records(config, questions, generate, template, progress) -> list[d
         bar.set_description(f"eval {name}")
         for start in range(0, len(qs), config.chunk_size):
             chunk = qs[start : start + config.chunk_size]
-            outputs = generate([template.format(q.question) for q in chunk], n=config.n,
-                               temperature=config.temperature, top_p=config.top_p,
+            prompts = [template.format(q.question, tokenizer, config.system_prompt) for q in chunk]
+            outputs = generate(prompts, n=config.n, temperature=config.temperature, top_p=config.top_p,
                                max_new_tokens=config.max_new_tokens, stop=template.stop, seed=config.seed + start)
             if len(outputs) != len(chunk) or any(len(o) != config.n for o in outputs):
                 raise ValueError(f"the generate function returned {[len(o) for o in outputs]} completions for "

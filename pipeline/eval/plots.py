@@ -34,6 +34,7 @@ RL_PANELS = (
     Panel("Length: correct vs incorrect", ("rollout/response_len_correct", "rollout/response_len_incorrect"), "tokens",
           ("correct", "incorrect")),
     Panel("Truncation rate", ("rollout/truncation_rate", "eval/truncation_rate"), "share", ("rollouts", "eval")),
+    Panel("Responses without a final answer", ("rollout/no_answer_rate",), "share"),
     Panel("Per-question reward std", ("rollout/question_reward_std_mean",), "mean std"),
     Panel("Questions with zero reward std", ("rollout/zero_std_question_frac",), "share"),
     Panel("Policy entropy", ("train/entropy",), "nats / token"),

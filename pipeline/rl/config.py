@@ -11,6 +11,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from data_prep.templates import check_template
 from megatron_ext.models import RECOMPUTE
 from pipeline.rl.loss import AGGREGATIONS
 
@@ -23,10 +24,10 @@ ALGORITHMS: dict[str, tuple[str, bool]] = {
 
 
 TRAJECTORY_FIELDS = (
-    "model_dir", "train_questions", "train_levels", "template", "verifier", "seed", "questions_per_step", "group_size",
-    "max_new_tokens", "max_prompt_tokens", "temperature", "top_p", "algorithm", "aggregation", "std_normalize",
-    "clip_eps", "kl_coef", "ppo_epochs", "minibatches_per_step", "tis_cap", "behaviour_logprobs", "lr", "adam_betas",
-    "adam_eps", "weight_decay", "grad_clip", "bf16",
+    "model_dir", "train_questions", "train_levels", "template", "system_prompt", "verifier", "seed",
+    "questions_per_step", "group_size", "max_new_tokens", "max_prompt_tokens", "temperature", "top_p", "algorithm",
+    "aggregation", "std_normalize", "clip_eps", "kl_coef", "ppo_epochs", "minibatches_per_step", "tis_cap",
+    "behaviour_logprobs", "lr", "adam_betas", "adam_eps", "weight_decay", "grad_clip", "bf16",
 )
 """Settings a resumed run must keep (the rest: steps, evaluation, checkpointing, layout, memory options, may change)."""
 
@@ -45,7 +46,9 @@ class RLConfig:
     test_questions: str = ""
     """Held-out questions for periodic greedy evaluation (same formats); empty disables evaluation."""
     template: str = "qwen_math"
-    """Prompt template: r1, qwen_math or none (data_prep.templates)."""
+    """Prompt template: r1, qwen_math, none, or chat (the model's own chat template) (data_prep.templates)."""
+    system_prompt: str = ""
+    """With template=chat: a system turn before the question (empty: none, or the chat template's own default)."""
     verifier: str = "fast"
     """Answer grader (pipeline.rl.reward): fast (the authors' training verifier of their 1.5B and Llama runs),
     math_verify (their 7B run's) or lenient (this project's earlier, more accepting grader)."""
@@ -173,6 +176,7 @@ class RLConfig:
             raise ValueError("train_questions is empty: point it at a jsonl of {question, answer} or 'math:PATH'")
         if self.algorithm not in ALGORITHMS:
             raise ValueError(f"algorithm={self.algorithm!r}; valid: {sorted(ALGORITHMS)}")
+        check_template(self.template, self.system_prompt, self.model_dir if check_files else None)
         if not isinstance(self.std_normalize, bool):
             raise ValueError(f"std_normalize={self.std_normalize!r} must be true or false")
         for f in dataclasses.fields(self):  # a JSON "false" is a non-empty string, which Python reads as true

@@ -30,7 +30,7 @@ def run_rl(cfg: RLConfig) -> Path:
     from pipeline.rl.learner import Learner
     from pipeline.rl.loss import group_advantages
     from pipeline.rl.reward import RewardGrader
-    from pipeline.rl.stats import rollout_metrics
+    from pipeline.rl.stats import LearningSignalWatch, rollout_metrics
     from pipeline.signals import ExitSignalHandler
 
     cfg.validate(int(os.environ.get("WORLD_SIZE", "1")))
@@ -51,8 +51,9 @@ def run_rl(cfg: RLConfig) -> Path:
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(cfg.model_dir)
-    train_qs = _load_prompts(cfg.train_questions, cfg.train_levels, template, tokenizer, cfg.max_prompt_tokens)
-    test_qs = _load_prompts(cfg.test_questions, (), template, tokenizer, cfg.max_prompt_tokens) if cfg.test_questions else []
+    prompt_options = dict(max_prompt_tokens=cfg.max_prompt_tokens, system_prompt=cfg.system_prompt)
+    train_qs = _load_prompts(cfg.train_questions, cfg.train_levels, template, tokenizer, **prompt_options)
+    test_qs = _load_prompts(cfg.test_questions, (), template, tokenizer, **prompt_options) if cfg.test_questions else []
     if cfg.eval_max_questions:
         test_qs = test_qs[: cfg.eval_max_questions]
 
@@ -82,6 +83,7 @@ def run_rl(cfg: RLConfig) -> Path:
                     stop=template.stop, n=cfg.group_size)
     progress = _progress(layout.is_main, start_step, cfg.steps)
     deadline = time.time() + cfg.exit_duration_min * 60 if cfg.exit_duration_min else None
+    signal_watch = LearningSignalWatch(patience=3, template=cfg.template, max_new_tokens=cfg.max_new_tokens)
 
     if start_step == 0 and test_qs:
         metrics.log(0, _evaluate(generator, grader, test_qs, template, cfg, layout))
@@ -122,14 +124,17 @@ def run_rl(cfg: RLConfig) -> Path:
         timings["time/sync_s"] = time.perf_counter() - t0
         step += 1
 
+        failures, no_answer = sum_over_ranks([grade_stats.get("grading_failures", 0)
+                                              + grade_stats.get("grading_timeouts", 0), grade_stats.get("no_answer", 0)])
         record = {**rollout_metrics(rollouts, cfg.group_size), **train_metrics, **timings,
-                  "rollout/grading_failures": sum_over_ranks([grade_stats.get("grading_failures", 0)
-                                                              + grade_stats.get("grading_timeouts", 0)])[0]}
+                  "rollout/grading_failures": failures, "rollout/no_answer_rate": no_answer / len(rollouts)}
         if test_qs and (step % cfg.eval_every == 0 or step == cfg.steps):
             record.update(_evaluate(generator, grader, test_qs, template, cfg, layout))
         metrics.log(step, record)
         if layout.is_main:
             _log_generations(out / "generations.jsonl", rollouts, train_qs, cfg, step)
+            if (warning := signal_watch.update(step, record)) is not None:
+                progress.write(warning)
             progress.update(1)
             progress.set_postfix(reward=f"{record['rollout/reward_mean']:.3f}", len=f"{record['rollout/response_len_mean']:.0f}")
         stop_now = exit_handler.should_exit() or (deadline is not None and any_rank(time.time() > deadline))
@@ -175,13 +180,13 @@ def _finished_steps(out: Path) -> int:
         return 0
 
 
-def _load_prompts(spec: str, levels, template, tokenizer, max_prompt_tokens: int) -> list[dict]:
+def _load_prompts(spec: str, levels, template, tokenizer, max_prompt_tokens: int, system_prompt: str = "") -> list[dict]:
     from data_prep.questions import load_questions_spec
 
     questions = load_questions_spec(spec, levels=levels or None)
     prompts = []
     for q in questions:
-        ids = tokenizer(template.format(q.question), add_special_tokens=True)["input_ids"]
+        ids = tokenizer(template.format(q.question, tokenizer, system_prompt), add_special_tokens=True)["input_ids"]
         if len(ids) <= max_prompt_tokens:
             prompts.append({"question": q.question, "answer": q.answer, "prompt_ids": ids})
     if not prompts:
