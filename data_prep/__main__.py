@@ -101,7 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
     tok.add_argument("--format", help="jsonl, parquet, txt, txt_lines or hf_disk (default: the corpus's, or by extension)")
     tok.add_argument("--text-field", help="record field holding the text (default: the corpus's)")
     tok.add_argument("--split", help="split of a Hub dataset / save_to_disk DatasetDict (default: the corpus's)")
-    tok.add_argument("--eod-token", help="token appended to every document (default: the tokenizer's EOS)")
+    tok.add_argument("--eod-token", help="token appended to every document (default: the model's document-end token, "
+                     "<|endoftext|> or <|end_of_text|>, else its EOS)")
     tok.add_argument("--no-special-tokens", action="store_true", help="do not let the tokenizer add BOS etc.")
     tok.add_argument("--batch-size", type=int, help=f"documents per worker batch (default {_default('batch_size')})")
     tok.add_argument("--max-documents", type=int, help="stop after this many documents (default: all)")

@@ -77,7 +77,8 @@ class TokenizeConfig:
     add_special_tokens: bool = True
     """Let the tokenizer add its special tokens (Llama-3: <|begin_of_text|>), as RL prompts are tokenized."""
     eod_token: str | None = None
-    """Token appended after every document; default the tokenizer's EOS token."""
+    """Token appended after every document; default the model's document-end token (DOCUMENT_END_TOKENS, when its
+    vocabulary has one: a chat model's EOS ends a turn, not a document), else its EOS token."""
     batch_size: int = 256
     """Documents per batch handed to a worker."""
     batch_chars: int = 1_000_000
@@ -131,15 +132,23 @@ def choose_dtype(requested: str, max_id: int, tokenizer_path: str) -> str:
     return requested
 
 
+DOCUMENT_END_TOKENS = ("<|endoftext|>", "<|end_of_text|>")
+"""Pretraining document ends (GPT-2 / Qwen / SmolLM, Llama 3). Instruct models keep them in their vocabulary but make
+EOS the end of a chat turn (<|im_end|>, <|eot_id|>), which is not what separates pretraining documents."""
+
+
 def resolve_eod(tokenizer, eod_token: str | None) -> int:
+    vocab = tokenizer.get_vocab()
     if eod_token is None:
+        document_end = next((token for token in DOCUMENT_END_TOKENS if token in vocab), None)
+        if document_end is not None:
+            return int(vocab[document_end])  # SmolLM2 registers its <|endoftext|> as the unknown token: by name
         if tokenizer.eos_token_id is None:
             raise ValueError("the tokenizer has no EOS token to end documents with; name one with --eod-token")
         return int(tokenizer.eos_token_id)
-    eod = tokenizer.convert_tokens_to_ids(eod_token)
-    if eod is None or eod == tokenizer.unk_token_id or eod_token not in tokenizer.get_vocab():
+    if eod_token not in vocab:
         raise ValueError(f"--eod-token {eod_token!r} is not a token of this tokenizer")
-    return int(eod)
+    return int(vocab[eod_token])
 
 
 def open_source(spec: CorpusSpec, data_files: tuple[str, ...], split: str | None) -> RecordSource:

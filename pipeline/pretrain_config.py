@@ -43,7 +43,8 @@ class DataConfig:
     reset_attention_mask: bool = False
     """Block attention across document boundaries inside a sequence (Megatron's --reset-attention-mask; slower)."""
     eod_token_id: int = -1
-    """End-of-document token separating documents in the .bin files; -1: the tokenizer's eos_token_id."""
+    """End-of-document token separating documents in the .bin files; -1: the one `data_prep tokenize` recorded in
+    their .summary.json, else the model's document-end token (data_prep.tokenize_corpus.resolve_eod)."""
     cache_dir: str = ""
     """Where GPTDataset writes its shuffle / sample index caches; empty: OUTPUT_DIR/data_cache."""
 
@@ -180,6 +181,14 @@ class PretrainConfig:
         from megatron_ext.training import parse_blend
 
         p, s, d = self.parallel, self.schedule, self.data
+        if self.model.hf_dir and self.optim == OptimConfig():
+            o = self.optim
+            raise ValueError(
+                f"model.hf_dir={self.model.hf_dir!r} is a pretrained model, but optim.* are all the defaults for "
+                f"training from random init (lr {o.lr}, warmup {o.warmup_iters}, weight decay {o.weight_decay}), "
+                "which undo pretraining (SmolLM2-135M: validation loss 1.71 -> 1.98 in 3 steps): set a continued-"
+                "pretraining schedule, e.g. optim.lr=1e-4 optim.min_lr=1e-5 (the Llama recipe: 5e-5 / 5e-6, warmup "
+                "100)")
         dp = validate_world(world_size, p.tp, p.pp)
         for name in ("dtype", "use_distributed_optimizer", "overlap_grad_reduce"):
             allowed = ("auto", "bfloat16", "float32") if name == "dtype" else ("auto", "true", "false")
@@ -278,10 +287,7 @@ def resolve_model(cfg: PretrainConfig, tp: int, pp: int) -> ResolvedModel:
     if len(tokenizer) > hf_config.vocab_size:
         raise ValueError(f"the tokenizer in {tokenizer_dir} has {len(tokenizer)} tokens, more than the model's "
                          f"vocab_size {hf_config.vocab_size}: use the model's own tokenizer")
-    eod = cfg.data.eod_token_id if cfg.data.eod_token_id >= 0 else tokenizer.eos_token_id
-    if eod is None:
-        raise ValueError(f"the tokenizer in {tokenizer_dir} has no eos token: set data.eod_token_id to the id that "
-                         "separates documents in the .bin files")
+    eod = cfg.data.eod_token_id if cfg.data.eod_token_id >= 0 else _data_eod(cfg.data, tokenizer, tokenizer_dir)
     if cfg.data.seq_length > hf_config.max_position_embeddings:
         raise ValueError(f"data.seq_length={cfg.data.seq_length} exceeds the model's max_position_embeddings "
                          f"{hf_config.max_position_embeddings}")
@@ -370,3 +376,26 @@ def _coerce(value, f, default, name: str):
             return str(value)
         raise ValueError(f"{name}={value!r} must be a string")
     return value
+
+
+def _data_eod(data: DataConfig, tokenizer, tokenizer_dir: str) -> int:
+    """The document separator the blend's .bin files were written with (their .summary.json), else the model's."""
+    from data_prep.tokenize_corpus import resolve_eod
+    from megatron_ext.training import parse_blend
+
+    recorded = {}
+    for blend, field_name in ((data.blend, "data.blend"), (data.valid_blend, "data.valid_blend")):
+        for prefix in parse_blend(blend, field_name)[0] if blend else []:
+            summary = Path(f"{prefix}.summary.json")
+            if summary.is_file() and "eod_id" in (values := json.loads(summary.read_text())):
+                recorded[prefix] = int(values["eod_id"])
+    if len(set(recorded.values())) > 1:
+        raise ValueError(f"the blend's corpora end documents with different tokens {recorded}: re-tokenize them with "
+                         "one --eod-token, or set data.eod_token_id")
+    if recorded:
+        return next(iter(recorded.values()))
+    try:
+        return resolve_eod(tokenizer, None)
+    except ValueError:
+        raise ValueError(f"the tokenizer in {tokenizer_dir} has no eos token: set data.eod_token_id to the id that "
+                         "separates documents in the .bin files") from None

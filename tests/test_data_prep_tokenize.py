@@ -110,3 +110,22 @@ def test_cli_round_trips_jsonl_parquet_and_txt_and_prints_counts(tmp_path, token
     assert summary["skipped"] == {"empty": 1} and summary["skipped_examples"][0]["where"] == f"{tmp_path / 'a.jsonl'}:3"
     assert [i["format"] for i in summary["inputs"]] == ["jsonl", "parquet", "txt"]
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["cli.bin", "cli.idx", "cli.summary.json"]
+
+
+def test_documents_end_with_the_models_document_end_token_not_a_chat_models_eos(tmp_path):
+    """An instruct model's EOS ends a chat turn (<|im_end|>); its vocabulary still has the pretraining document end."""
+    from tiny_models import save_char_tokenizer
+    from transformers import AutoTokenizer
+
+    from data_prep.tokenize_corpus import resolve_eod
+
+    tok = AutoTokenizer.from_pretrained(save_char_tokenizer(tmp_path / "tok"))
+    assert resolve_eod(tok, None) == tok.eos_token_id == tok.convert_tokens_to_ids("<|endoftext|>")
+    tok.add_special_tokens({"additional_special_tokens": ["<|im_end|>"]})
+    tok.eos_token = "<|im_end|>"
+    assert resolve_eod(tok, None) == tok.convert_tokens_to_ids("<|endoftext|>") != tok.eos_token_id
+    assert resolve_eod(tok, "<|im_end|>") == tok.eos_token_id  # named: as asked
+    tok.unk_token = "<|endoftext|>"  # SmolLM2 registers its document end as the unknown token
+    assert resolve_eod(tok, "<|endoftext|>") == tok.convert_tokens_to_ids("<|endoftext|>")
+    with pytest.raises(ValueError, match="--eod-token '<nope>' is not a token of this tokenizer"):
+        resolve_eod(tok, "<nope>")

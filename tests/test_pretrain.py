@@ -103,6 +103,19 @@ def test_bad_configs_fail_validation_with_the_fix(corpus, tmp_path, sections, wo
         _cfg(corpus, tmp_path, **sections).validate(world)
 
 
+def test_continuing_a_pretrained_model_with_the_from_scratch_optimizer_defaults_is_refused(corpus, tmp_path):
+    from pipeline.optim import OptimConfig
+
+    cfg = _cfg(corpus, tmp_path, model={"hf_dir": "/models/SmolLM2-135M-Instruct"})
+    cfg.optim = OptimConfig()
+    with pytest.raises(ValueError, match=r"optim.\* are all the defaults for training from random init \(lr 0.001.*"
+                                         r"set a continued-pretraining schedule, e.g. optim.lr=1e-4"):
+        cfg.validate(1)
+    cfg.optim.lr, cfg.optim.warmup_iters = 1e-4, 1  # a deliberate schedule goes on to the next checks
+    with pytest.raises(ValueError, match="is not a Hugging Face model directory"):
+        cfg.validate(1)
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="bf16 is allowed on GPU")
 def test_bf16_is_refused_on_cpu(corpus, tmp_path):
     with pytest.raises(ValueError, match="parallel.dtype=bfloat16 needs a GPU"):
