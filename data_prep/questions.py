@@ -114,6 +114,16 @@ def _read_json_file(path: Path) -> Iterator[tuple[str, dict]]:
             raise ValueError(f"{path}:{lineno}: malformed JSON ({e.msg} at column {e.colno}); fix the line") from None
 
 
+def _looks_like_hub_name(name: str) -> bool:
+    """owner/name, and not a mistyped local path: no file extension, no existing local directory as its owner."""
+    path = Path(name)
+    return (re.fullmatch(r"[\w.-]+/[\w.-]+", name) is not None and path.suffix not in QUESTION_FILE_SUFFIXES
+            and not path.parent.is_dir())
+
+
+QUESTION_FILE_SUFFIXES = (".json", ".jsonl", ".parquet", ".gz")
+
+
 def _read_records(path_or_name: str, split: str | None) -> Iterator[tuple[str, dict]]:
     path = Path(path_or_name)
     if path.is_file() and path.suffix == ".parquet":
@@ -134,7 +144,7 @@ def _read_records(path_or_name: str, split: str | None) -> Iterator[tuple[str, d
             raise ValueError(f"{path} holds no .json / .jsonl question files and is not a save_to_disk directory")
         for file in files:
             yield from _read_json_file(file)
-    elif re.fullmatch(r"[\w.-]+/[\w.-]+", path_or_name):
+    elif _looks_like_hub_name(path_or_name):
         import datasets
 
         yield from _dataset_rows(datasets.load_dataset(path_or_name), split, path_or_name)

@@ -88,9 +88,14 @@ def test_spec_strings_round_trip():
         QuestionSource("aime", "/x")
 
 
-def test_bad_question_files_name_file_line_and_fields(tmp_path):
+def test_bad_question_files_name_file_line_and_fields(tmp_path, monkeypatch):
     with pytest.raises(FileNotFoundError, match="question set .*missing.jsonl' does not exist"):
         load_questions(str(tmp_path / "missing.jsonl"))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()
+    for typo in ("data/trian.jsonl", "data/math_12k", "elsewhere/train.jsonl"):  # relative typos: not Hub names
+        with pytest.raises(FileNotFoundError, match=f"question set '{typo}' does not exist"):
+            load_questions(typo)
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"question": "ok", "answer": "1"}\n{"question": "broken"\n')
     with pytest.raises(ValueError, match=rf"{bad}:2: malformed JSON"):

@@ -213,6 +213,18 @@ def test_in_training_eval_is_what_the_eval_suite_reports(policy, tmp_path):
     assert results["benchmarks"]["synthetic"]["accuracy"] == pytest.approx(final["eval/accuracy"])
 
 
+def test_the_stage_two_cli_names_a_missing_or_broken_config_file(tmp_path, capsys):
+    from pipeline.rl.__main__ import main
+
+    broken = tmp_path / "rl.json"
+    broken.write_text('{"steps": ')
+    assert main(["--config", str(tmp_path / "nope.json")]) == 2
+    assert main(["--config", str(broken)]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err == [f"error: config file {tmp_path / 'nope.json'} does not exist",
+                   f"error: config file {broken} is not valid JSON: Expecting value: line 1 column 11 (char 10)"]
+
+
 def test_over_long_questions_are_counted_and_all_too_long_is_refused(tmp_path, capsys):
     from transformers import AutoTokenizer
 

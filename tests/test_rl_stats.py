@@ -50,3 +50,4 @@ def test_a_step_with_signal_restarts_the_count():
     flat, learning = _record(no_answer=1.0), _record(flat=0.5)
     assert [watch.update(s, r) for s, r in enumerate([flat, learning, flat], 1)] == [None, None, None]
     assert watch.update(4, flat) is not None  # two flat steps in a row again
+

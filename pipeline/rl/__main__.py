@@ -21,7 +21,7 @@ def parse_config(argv: list[str]):
     p.add_argument("--config", help="JSON file of RLConfig fields")
     p.add_argument("overrides", nargs="*", help="field=value")
     args = p.parse_args(argv)
-    values = json.loads(open(args.config).read()) if args.config else {}
+    values = _read_config(args.config) if args.config else {}
     for item in args.overrides:
         if "=" not in item:
             raise ValueError(f"override {item!r} is not field=value")
@@ -33,13 +33,27 @@ def parse_config(argv: list[str]):
     return RLConfig.from_dict(values)
 
 
+def _read_config(path: str) -> dict:
+    from pathlib import Path
+
+    if not Path(path).is_file():
+        raise ValueError(f"config file {path} does not exist")
+    try:
+        values = json.loads(Path(path).read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"config file {path} is not valid JSON: {e}") from None
+    if not isinstance(values, dict):
+        raise ValueError(f"config file {path} must hold a JSON object of RLConfig fields")
+    return values
+
+
 def main(argv: list[str] | None = None) -> int:
     from pipeline.rl.controller import run_rl
 
     try:
         cfg = parse_config(sys.argv[1:] if argv is None else argv)
         run_rl(cfg)
-    except ValueError as e:
+    except (ValueError, FileNotFoundError) as e:  # bad input, named by the message: no traceback
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0
