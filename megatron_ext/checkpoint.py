@@ -4,8 +4,11 @@ Layout of one checkpoint (`root/iter_0000100/`):
     model/          megatron.core.dist_checkpointing files (model, and optimizer when the trainer adds it)
     hf_config/      config.json (+ tokenizer files) of the Hugging Face model it came from
     trainer_state.json  rank-independent trainer state (iteration, data position, ...), written by rank 0
+    manifest.json   every file's size, and a sha256 of the files up to CHECKSUM_MAX_BYTES, checked before a load
     COMPLETE        written last; a directory without it is never loaded
-`root/latest_checkpointed_iteration.txt` names the newest complete one. Writes go to `iter_*.tmp` first.
+`root/latest_checkpointed_iteration.txt` names the newest complete one. Writes go to `iter_*.tmp` first and are
+renamed when complete, so an `iter_*` directory that fails its checks was damaged afterwards: it is refused with the
+reason and the previous good checkpoint to resume from instead, never skipped.
 """
 
 from __future__ import annotations
@@ -20,6 +23,9 @@ from pathlib import Path
 import torch.distributed as dist
 
 COMPLETE_MARKER = "COMPLETE"
+MANIFEST = "manifest.json"
+CHECKSUM_MAX_BYTES = 64 << 20
+"""Files up to this size get a sha256 in the manifest (metadata, small shards); larger ones are checked by size."""
 LATEST_FILE = "latest_checkpointed_iteration.txt"
 HELPER_IGNORED_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 """Signals the checkpoint writer's helper process ignores: SLURM sends them to every process of a job step, and
@@ -67,6 +73,7 @@ def save_checkpoint(
     dist_checkpointing.save(sharded_state_dict, str(tmp / "model"))
     _barrier()
     if _rank() == 0:
+        (tmp / MANIFEST).write_text(json.dumps({"iteration": iteration, "files": _file_records(tmp)}, indent=1))
         (tmp / COMPLETE_MARKER).write_text("ok\n")
         if final.exists():
             shutil.rmtree(final)
@@ -124,8 +131,38 @@ def _init_writer_helper(parent_pid: int) -> None:
         os._exit(0)
 
 
+def _file_records(directory: Path) -> dict[str, list]:
+    """relative path -> [size, sha256 or None (files over CHECKSUM_MAX_BYTES)] for every file under `directory`."""
+    import hashlib
+
+    records = {}
+    for path in sorted(p for p in directory.rglob("*") if p.is_file()):
+        size = path.stat().st_size
+        digest = hashlib.sha256(path.read_bytes()).hexdigest() if size <= CHECKSUM_MAX_BYTES else None
+        records[str(path.relative_to(directory))] = [size, digest]
+    return records
+
+
+def _verify_manifest(path: Path) -> None:
+    import hashlib
+
+    try:
+        files = json.loads((path / MANIFEST).read_text())["files"]
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise ValueError(f"checkpoint {path} is damaged: {MANIFEST} does not parse ({e})") from None
+    for name, (size, digest) in files.items():
+        file = path / name
+        if not file.is_file():
+            raise ValueError(f"checkpoint {path} is damaged: {name} is missing")
+        if file.stat().st_size != size:
+            raise ValueError(f"checkpoint {path} is damaged: {name} has {file.stat().st_size} bytes, {size} were "
+                             "written")
+        if digest is not None and hashlib.sha256(file.read_bytes()).hexdigest() != digest:
+            raise ValueError(f"checkpoint {path} is damaged: {name} differs from what was written (sha256)")
+
+
 def validate_checkpoint_dir(path: str | os.PathLike) -> Path:
-    """Raise ValueError unless `path` is a complete checkpoint written by save_checkpoint."""
+    """Raise ValueError unless `path` is a complete, undamaged checkpoint written by save_checkpoint."""
     path = Path(path)
     if not path.is_dir():
         raise ValueError(f"checkpoint {path} does not exist or is not a directory")
@@ -136,24 +173,37 @@ def validate_checkpoint_dir(path: str | os.PathLike) -> Path:
         )
     for needed in ("model/metadata.json", "hf_config/config.json", "trainer_state.json"):
         if not (path / needed).exists():
-            raise ValueError(f"checkpoint {path} is corrupt: {needed} is missing")
+            raise ValueError(f"checkpoint {path} is damaged: {needed} is missing")
+    if (path / MANIFEST).exists():  # checkpoints written before manifests have none
+        _verify_manifest(path)
     try:
         json.loads((path / "trainer_state.json").read_text())
     except json.JSONDecodeError as e:
-        raise ValueError(f"checkpoint {path} is corrupt: trainer_state.json does not parse ({e})") from None
+        raise ValueError(f"checkpoint {path} is damaged: trainer_state.json does not parse ({e})") from None
     return path
 
 
-def find_latest_checkpoint(root: str | os.PathLike) -> Path | None:
-    """Newest complete checkpoint under `root` (None when there is none); incomplete ones are skipped."""
+def find_latest_checkpoint(root: str | os.PathLike, resume_option: str = "resume_from") -> Path | None:
+    """The newest checkpoint under `root` (None when there is none; an unfinished `iter_*.tmp` write is not one).
+    A damaged newest checkpoint raises ValueError naming the damage and the previous good one, which the user can
+    resume from with `resume_option`: a run never silently starts over or falls back."""
     root = Path(root)
     candidates = sorted(root.glob("iter_???????"), reverse=True) if root.is_dir() else []
-    for candidate in candidates:
-        try:
-            return validate_checkpoint_dir(candidate)
-        except ValueError:
-            continue
-    return None
+    if not candidates:
+        return None
+    try:
+        return validate_checkpoint_dir(candidates[0])
+    except ValueError as damage:
+        previous = None
+        for candidate in candidates[1:]:
+            try:
+                previous = validate_checkpoint_dir(candidate)
+                break
+            except ValueError:
+                continue
+        fix = (f"resume from the previous good one with {resume_option}={previous} (or delete {candidates[0]})"
+               if previous is not None else f"there is no earlier good one: delete {candidates[0]} to start over")
+        raise ValueError(f"{damage}. Not resuming from it: {fix}") from None
 
 
 def load_checkpoint(path: str | os.PathLike, sharded_state_dict: dict) -> tuple[dict, dict]:

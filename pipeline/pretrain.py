@@ -120,10 +120,10 @@ class Trainer:
 
         if self.cfg.checkpoint.resume_from:
             return explicit_checkpoint(self.cfg.checkpoint.resume_from)
-        latest = find_latest_checkpoint(self.ckpt_root)
+        latest = find_latest_checkpoint(self.ckpt_root, resume_option="checkpoint.resume_from")
         newer = [p.name for p in sorted(self.ckpt_root.glob("iter_*")) if latest is None or p.name > latest.name]
         if newer:
-            self._log(f"skipping incomplete checkpoint(s) {newer} (no COMPLETE marker or files missing)")
+            self._log(f"ignoring unfinished checkpoint write(s) {newer}")
         return latest
 
     def _init_weights(self, model) -> None:

@@ -304,7 +304,7 @@ def explicit_checkpoint(resume_from: str) -> Path:
         raise ValueError(f"checkpoint.resume_from={resume_from!r} does not exist")
     if path.name.startswith("iter_"):
         return validate_checkpoint_dir(path)
-    latest = find_latest_checkpoint(path)
+    latest = find_latest_checkpoint(path, resume_option="checkpoint.resume_from")
     if latest is None:
         raise ValueError(f"checkpoint.resume_from={resume_from!r} holds no complete iter_* checkpoint")
     return latest

@@ -133,11 +133,11 @@ def test_kill_9_then_resume_is_bitwise_identical(corpus, reference, tmp_path):
     proc.wait()
     assert not (out / "DONE").exists(), f"the run finished before it was killed (at step {killed_at})"
     newest = max((out / "checkpoints").glob("iter_???????"))
-    partial = out / "checkpoints" / "iter_0000099"  # a later save cut short: no COMPLETE marker
+    partial = out / "checkpoints" / "iter_0000099.tmp"  # what a save killed mid-way leaves: never renamed
     shutil.copytree(newest, partial)
     (partial / "COMPLETE").unlink(missing_ok=True)
     text = _ok(run(1, config))
-    assert "skipping incomplete checkpoint(s)" in text and "'iter_0000099'" in text
+    assert "ignoring unfinished checkpoint write(s)" in text and "'iter_0000099.tmp'" in text
     assert "resumed from" in text
     assert losses(out) == losses(reference)  # bitwise: same layout, same data position, same optimizer state
     assert losses(out, "val/loss") == losses(reference, "val/loss")
@@ -180,22 +180,29 @@ def test_incomplete_checkpoint_is_refused_before_launch(corpus, reference, tmp_p
         expected = "is incomplete (no COMPLETE marker"
     else:
         (bad / "model" / "metadata.json").unlink()
-        expected = "is corrupt: model/metadata.json is missing"
+        expected = "is damaged: model/metadata.json is missing"
     cfg = PretrainConfig.from_dict(tiny_run_config(corpus, tmp_path / "run", checkpoint={"resume_from": str(bad)}))
     with pytest.raises(ValueError, match=re.escape(f"checkpoint {bad} {expected}")):
         cfg.validate(world_size=1)
 
 
-def test_corrupt_shard_is_refused_with_a_clear_error(corpus, reference, tmp_path):
+@pytest.mark.parametrize("damage", ["truncated", "one byte changed"])
+def test_corrupt_shard_is_refused_with_a_clear_error(corpus, reference, tmp_path, damage):
     bad = tmp_path / "iter_0000004"
     shutil.copytree(reference / "checkpoints" / "iter_0000004", bad)
     shard = max((bad / "model").glob("*.distcp"), key=lambda p: p.stat().st_size)
-    shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])
+    data = shard.read_bytes()
+    if damage == "truncated":
+        shard.write_bytes(data[: len(data) // 2])
+        expected = f"is damaged: model/{shard.name} has {len(data) // 2} bytes, {len(data)} were written"
+    else:
+        shard.write_bytes(data[:100] + bytes([data[100] ^ 1]) + data[101:])
+        expected = f"is damaged: model/{shard.name} differs from what was written (sha256)"
     out = tmp_path / "run"
     proc = run(1, _config(corpus, out), "--resume-from", str(bad))
     assert proc.returncode == 2, proc.stdout[-3000:]
-    assert f"error: checkpoint {bad} could not be read" in proc.stdout and "it is corrupt" in proc.stdout
-    assert not (out / "metrics.jsonl").exists()
+    assert f"error: checkpoint {bad} {expected}" in proc.stdout, proc.stdout[-3000:]
+    assert "Traceback" not in proc.stdout and not (out / "metrics.jsonl").exists()
 
 
 def _wait_for_step(out: Path, proc, step: int, timeout: float = 240) -> int:

@@ -65,14 +65,19 @@ def _wait_for_checkpoint(out: Path, proc: subprocess.Popen, step: int, timeout: 
 
 
 def _signal_workers(proc: subprocess.Popen, sig: int) -> None:
-    """Signal the training processes (as SLURM's --signal does), not torchrun's agent."""
+    """Signal the training processes (as SLURM's --signal does), not torchrun's agent. They are frozen (SIGSTOP)
+    while the signal is delivered, so a loaded machine cannot let them run on to the end meanwhile."""
     import psutil
 
     workers = [p for p in psutil.Process(proc.pid).children(recursive=True)
                if "pipeline.rl" in p.cmdline() and "--config" in p.cmdline()]
     assert workers, "no training processes found"
     for w in workers:
+        w.suspend()
+    for w in workers:
         w.send_signal(sig)
+    for w in workers:
+        w.resume()
 
 
 @pytest.fixture(scope="module")
@@ -119,9 +124,10 @@ def test_sigterm_saves_a_checkpoint_and_exits_zero(policy, uninterrupted, tmp_pa
     config = _config(policy, out, checkpoint_every=100)
     proc = _launch(config)
     deadline = time.time() + 300
-    while not (out / "metrics.jsonl").exists() or len((out / "metrics.jsonl").read_text().splitlines()) < 3:
+    # the first step logged (after the step-0 evaluation): 5 steps remain, and the ranks are frozen when signalled
+    while not (out / "metrics.jsonl").exists() or len((out / "metrics.jsonl").read_text().splitlines()) < 2:
         assert proc.poll() is None and time.time() < deadline
-        time.sleep(0.2)
+        time.sleep(0.05)
     _signal_workers(proc, signal.SIGTERM)
     output = _finish(proc)
     assert "exit requested" in output
@@ -148,6 +154,27 @@ def test_more_steps_continue_a_finished_run(policy, uninterrupted, tmp_path):
     assert [r["step"] for r in rows] == list(range(9)) and rows[:7] == _metrics(uninterrupted)
     assert (out / "DONE").read_text().split()[0] == "8"
     assert "already finished (6 steps): nothing to do" in _finish(_launch(_config(policy, uninterrupted), nproc=1))
+
+
+def test_a_damaged_newest_checkpoint_is_refused_and_the_previous_one_resumes(policy, uninterrupted, tmp_path):
+    import shutil
+
+    out = tmp_path / "damaged"
+    shutil.copytree(uninterrupted, out)
+    (out / "DONE").unlink()  # stopped after its last checkpoint, before the export
+    shutil.rmtree(out / "hf")
+    newest, previous = out / "checkpoints" / "iter_0000006", out / "checkpoints" / "iter_0000004"
+    shard = max((newest / "model").glob("*.distcp"), key=lambda p: p.stat().st_size)
+    shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])
+    proc = _launch(_config(policy, out), nproc=1)
+    log, _ = proc.communicate(timeout=300)
+    assert proc.returncode != 0, log[-3000:]
+    assert (f"error: checkpoint {newest} is damaged: model/{shard.name} has {shard.stat().st_size} bytes" in log
+            and f"resume from the previous good one with resume_from={previous}" in log), log[-3000:]
+    assert not (out / "DONE").exists()  # never silently started over
+    log = _finish(_launch(_config(policy, out, resume_from=str(previous))))
+    assert f"[rl] resuming from the checkpoint of step 4: {previous}" in log
+    assert _metrics(out) == _metrics(uninterrupted)
 
 
 def test_resuming_with_changed_settings_is_refused_naming_them(policy, uninterrupted, tmp_path):

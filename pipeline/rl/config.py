@@ -142,9 +142,14 @@ class RLConfig:
     eval_max_questions: int = 0
     """Evaluate on at most this many test questions (0: all)."""
     checkpoint_every: int = 50
+    """Save a checkpoint every this many steps (and after the last one, or when a signal stops the run)."""
     keep_checkpoints: int = 2
+    """Keep the newest this many checkpoints; older ones are deleted."""
     exit_duration_min: float = 0.0
     """Save and exit cleanly after this many minutes (0: no limit); SLURM's USR1/TERM do the same."""
+    resume_from: str = ""
+    """An iter_* checkpoint directory to resume from instead of the newest under output_dir/checkpoints (e.g. the
+    previous one when the newest is damaged: the run refuses a damaged one and names the good one before it)."""
     grader_workers: int = 1
     """Grading worker processes per rank."""
     grade_timeout_s: float = 1.0

@@ -23,7 +23,8 @@ from pipeline.rl.rollout import Rollout, all_gather_rollouts, build_policy_batch
 
 def run_rl(cfg: RLConfig) -> Path:
     from data_prep.templates import get_template
-    from megatron_ext.checkpoint import find_latest_checkpoint, load_checkpoint, save_checkpoint
+    from megatron_ext.checkpoint import (find_latest_checkpoint, load_checkpoint, save_checkpoint,
+                                         validate_checkpoint_dir)
     from megatron_ext.distributed import init_distributed
     from megatron_ext.weights import save_hf_checkpoint
     from pipeline.metrics import MetricsWriter
@@ -42,7 +43,8 @@ def run_rl(cfg: RLConfig) -> Path:
         if int(os.environ.get("RANK", "0")) == 0:
             print(f"[rl] {out} already finished ({finished} steps): nothing to do; raise steps to continue it")
         return out / "hf"
-    if (out / "rl_config.json").exists() and find_latest_checkpoint(out / "checkpoints") is not None:
+    resume = validate_checkpoint_dir(cfg.resume_from) if cfg.resume_from else find_latest_checkpoint(out / "checkpoints")
+    if (out / "rl_config.json").exists() and resume is not None:
         changed = cfg.resume_changes(json.loads((out / "rl_config.json").read_text()))
         if changed:
             raise ValueError(f"{out} holds a run with other settings ({'; '.join(changed)}): resuming it with these "
@@ -65,14 +67,13 @@ def run_rl(cfg: RLConfig) -> Path:
                                                              max_model_len=cfg.max_prompt_tokens + cfg.max_new_tokens + 8,
                                                              options=cfg.generator_options))
     start_step = 0
-    latest = find_latest_checkpoint(out / "checkpoints")
-    if latest is not None:
-        state, trainer_state = load_checkpoint(latest, learner.sharded_state_dict(is_loading=True))
+    if resume is not None:
+        state, trainer_state = load_checkpoint(resume, learner.sharded_state_dict(is_loading=True))
         learner.load_state_dict(state)
         start_step = trainer_state["step"]
         generator.update_weights(learner.export_weights())
         if layout.is_main:
-            print(f"[rl] resuming from the checkpoint of step {start_step}: {latest}", flush=True)
+            print(f"[rl] resuming from the checkpoint of step {start_step}: {resume}", flush=True)
     metrics = MetricsWriter(out, enabled=layout.is_main, resume_step=start_step + 1)
     if layout.is_main:
         out.mkdir(parents=True, exist_ok=True)
