@@ -71,7 +71,12 @@ def test_interrupted_two_node_rl_job_resumes_to_the_single_node_metrics(slurm_cl
         subprocess.run(["scancel", "--batch", "--signal=USR1", str(job)], env=slurm_cluster, check=True, timeout=30)
     text = completed(slurm_cluster, job, log)
     assert ranks_nodes(text) == ONE_RANK_PER_NODE, text[-3000:]
-    assert 3 <= checkpoint_step_on_exit(text) < RL_SETTINGS["steps"]
+    assert 3 <= checkpoint_step_on_exit(text) < RL_SETTINGS["steps"]  # every node's ranks checkpointed and stopped
+    if interruption == "scontrol requeue":  # SLURM's TERM, then SLURM requeues
+        assert "[rl.sh] TERM: waiting for the ranks to checkpoint and exit" in text
+    else:  # the batch shell forwards USR1 to every node's ranks, they exit cleanly, the shell requeues
+        assert "[rl.sh] USR1: asking the ranks to checkpoint and exit" in text
+        assert "[rl.sh] srun exited with 0" in text and f"[rl.sh] requeueing job {job}" in text
     assert [r["State"] for r in sacct_records(slurm_cluster, job)] == ["REQUEUED", "COMPLETED"]
     assert f"[rl.sh] job {job} restart 1 on 2 node(s) x 1 ranks" in text
     assert reference[1] == "COMPLETED", reference[3].read_text()[-3000:]
