@@ -201,7 +201,7 @@ def find_latest_checkpoint(root: str | os.PathLike, resume_option: str = "resume
                 break
             except ValueError:
                 continue
-        fix = (f"resume from the previous good one with {resume_option}={previous} (or delete {candidates[0]})"
+        fix = (f"use the previous good one with {resume_option}={previous} (or delete {candidates[0]})"
                if previous is not None else f"there is no earlier good one: delete {candidates[0]} to start over")
         raise ValueError(f"{damage}. Not resuming from it: {fix}") from None
 

@@ -62,7 +62,7 @@ def megatron_to_hf(checkpoint: Path, out: Path, tp: int = 1, pp: int = 1, dtype:
     from megatron_ext.weights import save_hf_checkpoint
 
     if (checkpoint / "latest_checkpointed_iteration.txt").exists() or not (checkpoint / "COMPLETE").exists():
-        latest = find_latest_checkpoint(checkpoint)
+        latest = find_latest_checkpoint(checkpoint, resume_option="--checkpoint")
         checkpoint = latest if latest is not None else checkpoint
     checkpoint = validate_checkpoint_dir(checkpoint)
     config = load_hf_config(checkpoint)

@@ -170,7 +170,7 @@ def test_a_damaged_newest_checkpoint_is_refused_and_the_previous_one_resumes(pol
     log, _ = proc.communicate(timeout=300)
     assert proc.returncode != 0, log[-3000:]
     assert (f"error: checkpoint {newest} is damaged: model/{shard.name} has {shard.stat().st_size} bytes" in log
-            and f"resume from the previous good one with resume_from={previous}" in log), log[-3000:]
+            and f"use the previous good one with resume_from={previous}" in log), log[-3000:]
     assert not (out / "DONE").exists()  # never silently started over
     log = _finish(_launch(_config(policy, out, resume_from=str(previous))))
     assert f"[rl] resuming from the checkpoint of step 4: {previous}" in log
