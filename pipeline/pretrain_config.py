@@ -387,8 +387,9 @@ def _data_eod(data: DataConfig, tokenizer, tokenizer_dir: str) -> int:
     for blend, field_name in ((data.blend, "data.blend"), (data.valid_blend, "data.valid_blend")):
         for prefix in parse_blend(blend, field_name)[0] if blend else []:
             summary = Path(f"{prefix}.summary.json")
-            if summary.is_file() and "eod_id" in (values := json.loads(summary.read_text())):
-                recorded[prefix] = int(values["eod_id"])
+            eod = json.loads(summary.read_text()).get("tokenizer", {}).get("eod_id") if summary.is_file() else None
+            if eod is not None:
+                recorded[prefix] = int(eod)
     if len(set(recorded.values())) > 1:
         raise ValueError(f"the blend's corpora end documents with different tokens {recorded}: re-tokenize them with "
                          "one --eod-token, or set data.eod_token_id")

@@ -116,6 +116,25 @@ def test_continuing_a_pretrained_model_with_the_from_scratch_optimizer_defaults_
         cfg.validate(1)
 
 
+def test_documents_are_separated_by_the_token_the_data_recorded(corpus, tmp_path):
+    import shutil
+
+    prefix = tmp_path / "copy" / "math"
+    prefix.parent.mkdir()
+    for suffix in (".bin", ".idx"):
+        shutil.copy(corpus["prefix"] + suffix, str(prefix) + suffix)
+    assert _cfg(corpus, tmp_path, data={"blend": [str(prefix)]}).validate(1).eod_token_id == corpus["eos"]
+    (tmp_path / "copy" / "math.summary.json").write_text(json.dumps({"tokenizer": {"eod_id": 7}}))
+    assert _cfg(corpus, tmp_path, data={"blend": [str(prefix)]}).validate(1).eod_token_id == 7
+    other = tmp_path / "other" / "math"
+    other.parent.mkdir()
+    for suffix in (".bin", ".idx"):
+        shutil.copy(corpus["prefix"] + suffix, str(other) + suffix)
+    (tmp_path / "other" / "math.summary.json").write_text(json.dumps({"tokenizer": {"eod_id": 9}}))
+    with pytest.raises(ValueError, match="end documents with different tokens"):
+        _cfg(corpus, tmp_path, data={"blend": [str(prefix), str(other)]}).validate(1)
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="bf16 is allowed on GPU")
 def test_bf16_is_refused_on_cpu(corpus, tmp_path):
     with pytest.raises(ValueError, match="parallel.dtype=bfloat16 needs a GPU"):
