@@ -104,14 +104,16 @@ def _requeue_if_stopped_early(output_dir: str) -> None:
     import torch.distributed as dist
 
     job = os.environ.get("SLURM_JOB_ID")
-    stopped_early = bool(job) and os.environ.get("REQUEUE_ON_USR1") == "1" and not (Path(output_dir) / "DONE").exists()
-    if stopped_early and os.environ.get("RANK", "0") == "0":
+    if not job or os.environ.get("REQUEUE_ON_USR1") != "1":
+        return
+    # only rank 0 decides: it writes DONE last, so another rank could still see a finished run as stopped early
+    if os.environ.get("RANK", "0") == "0" and not (Path(output_dir) / "DONE").exists():
         show = subprocess.run(["scontrol", "show", "job", job], capture_output=True, text=True, timeout=60)
         if "JobState=RUNNING" in show.stdout:
             print(f"[tasks] stopped early on the pre-timeout signal: requeueing job {job} to resume from the "
                   "checkpoint", flush=True)
             subprocess.run(["scontrol", "requeue", job], check=True, timeout=60)
-    if stopped_early and dist.is_initialized():
+    if dist.is_initialized():
         dist.barrier()
 
 
