@@ -267,3 +267,11 @@ def test_over_long_questions_are_counted_and_all_too_long_is_refused(tmp_path, c
     assert "1 of 3 questions are longer than max_prompt_tokens=10 once templated and are left out" in capsys.readouterr().out
     with pytest.raises(ValueError, match=r"all 3 are longer than max_prompt_tokens=2 once templated; raise max_prompt"):
         _load_prompts(str(questions), (), "Q: {}", tokenizer, max_prompt_tokens=2)
+
+
+@pytest.mark.parametrize("field,value", [("system_prompt", 5), ("resume_from", ["iter_0000004"])])
+def test_a_non_string_where_a_string_is_due_is_named(field, value):
+    from pipeline.rl.config import RLConfig
+
+    with pytest.raises(ValueError, match=rf"^{field}={value!r} must be a string$".replace("[", r"\[").replace("]", r"\]")):
+        RLConfig(train_questions="q.jsonl", template="chat", **{field: value}).validate(1, check_files=False)

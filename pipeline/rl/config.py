@@ -187,6 +187,8 @@ class RLConfig:
         for f in dataclasses.fields(self):  # a JSON "false" is a non-empty string, which Python reads as true
             if f.type in (bool, "bool") and not isinstance(getattr(self, f.name), bool):
                 raise ValueError(f"{f.name}={getattr(self, f.name)!r} must be true or false")
+            if f.type in (str, "str") and not isinstance(getattr(self, f.name), str):
+                raise ValueError(f"{f.name}={getattr(self, f.name)!r} must be a string")
         if self.aggregation not in AGGREGATIONS:
             raise ValueError(f"aggregation={self.aggregation!r}; valid: {sorted(AGGREGATIONS)}")
         if self.behaviour_logprobs not in ("learner", "engine"):
