@@ -1,3 +1,5 @@
+import _posixsubprocess
+import contextlib
 import json
 import os
 import subprocess
@@ -32,12 +34,56 @@ def torchrun():
     return run_torchrun
 
 
+# A test that starts any process carries one of these markers; every other test is in the fast tier (`-m fast`).
+PROCESS_MARKERS = ("cli", "multirank", "workers", "kernels", "vllm", "slurm", "multinode", "real_model", "gpu")
+
+
 def pytest_collection_modifyitems(config, items):
     import torch
 
-    if torch.cuda.is_available():
-        return
     skip_gpu = pytest.mark.skip(reason="needs a CUDA GPU (run on the device machine)")
     for item in items:
-        if "gpu" in item.keywords:
+        if not any(m in item.keywords for m in PROCESS_MARKERS):
+            item.add_marker(pytest.mark.fast)
+        if "gpu" in item.keywords and not torch.cuda.is_available():
             item.add_marker(skip_gpu)
+
+
+@contextlib.contextmanager
+def _no_process_starts(item):
+    """A fast-tier test (and the fixtures it sets up) may not fork or exec: the tier's promise is checked."""
+    if "fast" not in item.keywords:
+        yield
+        return
+    fork_exec = subprocess._fork_exec
+
+    def refuse(*args, **kwargs):
+        argv = args[0] if args and isinstance(args[0], (list, tuple)) else []
+        if len(argv) > 1 and all("version" in os.fsdecode(a) for a in argv[1:]):
+            return fork_exec(*args, **kwargs)  # a tool's version query (torch's extension loader asks c++ and ninja)
+        command = " ".join(map(os.fsdecode, argv[:3]))
+        raise AssertionError(f"{item.nodeid} starts a process ({command}) but carries none of the markers "
+                             f"{PROCESS_MARKERS}: mark it, so that the fast tier stays free of processes")
+
+    patches = [(_posixsubprocess, "fork_exec"), (subprocess, "_fork_exec"), (os, "fork"), (os, "posix_spawn"),
+               (os, "posix_spawnp")]
+    saved = [(module, name, getattr(module, name)) for module, name in patches]
+    for module, name in patches:
+        setattr(module, name, refuse)
+    try:
+        yield
+    finally:
+        for module, name, original in saved:
+            setattr(module, name, original)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_setup(item):
+    with _no_process_starts(item):
+        yield
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item):
+    with _no_process_starts(item):
+        yield

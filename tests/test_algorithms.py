@@ -72,6 +72,7 @@ def test_truncated_importance_sampling_weights_each_tokens_surrogate():
         tis_weights(behaviour, engine, cap=0.0)
 
 
+@pytest.mark.multirank
 def test_the_authors_schedule_makes_the_ratio_and_clip_act(tmp_path):
     hf_dir = save_random_llama(tmp_path / "hf", tiny_llama_config(num_layers=2), seed=9)
     run_torchrun("tests/dist/update_schedule_worker.py", 1, hf_dir, tmp_path)

@@ -196,6 +196,7 @@ def test_no_fp32_tensor_of_the_whole_logits(dtype):
         assert chunked.peak_live_bytes <= whole_bytes + chunk_bytes + per_position_bytes, chunked.peak_live_bytes
 
 
+@pytest.mark.multirank
 @pytest.mark.parametrize("device", ["cpu", "simulated"])
 def test_tensor_parallel_two_ranks(tmp_path, device):
     """TP=2 (gloo): chunked vs the unchunked TP=2 function and vs a full-vocabulary fp32 reference; on the simulated

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 
 STEPS = """
@@ -40,6 +42,7 @@ def run(mode: str, **env) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.cli
 def test_freed_step_memory_is_reused_without_page_faults():
     plain, tuned = run("plain"), run("tuned")
     assert tuned["applied"]
@@ -49,6 +52,7 @@ def test_freed_step_memory_is_reused_without_page_faults():
     assert tuned["faults_per_step"] < pages_per_step / 20, tuned
 
 
+@pytest.mark.cli
 def test_the_users_glibc_settings_are_left_alone():
     assert not run("tuned", MALLOC_TRIM_THRESHOLD_="0")["applied"]
     assert not run("tuned", GLIBC_TUNABLES="glibc.malloc.mmap_threshold=65536")["applied"]

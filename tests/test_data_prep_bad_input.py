@@ -104,6 +104,7 @@ def test_vocabulary_larger_than_dtype(tmp_path):
     assert read_indexed(tmp_path / "out" / "c") == [[5, 65535, 65536, 69999, 1]]
 
 
+@pytest.mark.cli
 def test_missing_inputs_and_unknown_names_fail_before_work(tmp_path, tokenizer_dir):
     with pytest.raises(FileNotFoundError, match=r"'nowhere/\*.jsonl' matches no files"):
         _run(tmp_path, tokenizer_dir, ["nowhere/*.jsonl"])
@@ -155,6 +156,7 @@ def _kill_midway(tmp_path, tokenizer_dir, sig) -> tuple[int, str]:
     return proc.returncode, stderr
 
 
+@pytest.mark.cli
 def test_killed_run_leaves_no_output_pair_and_the_rerun_succeeds(tmp_path, tokenizer_dir):
     returncode, _ = _kill_midway(tmp_path, tokenizer_dir, signal.SIGKILL)
     assert returncode == -signal.SIGKILL
@@ -165,6 +167,7 @@ def test_killed_run_leaves_no_output_pair_and_the_rerun_succeeds(tmp_path, token
     assert read_indexed(tmp_path / "out" / "c") == expected_tokens(tokenizer_dir, DOCUMENTS)
 
 
+@pytest.mark.cli
 def test_terminated_run_cleans_up_after_itself(tmp_path, tokenizer_dir):
     returncode, stderr = _kill_midway(tmp_path, tokenizer_dir, signal.SIGTERM)
     assert returncode == 130 and "interrupted" in stderr

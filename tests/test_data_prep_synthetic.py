@@ -157,6 +157,7 @@ def test_too_many_questions_for_a_level_is_a_clear_error():
         generate(SyntheticConfig(num_train_questions=10_000, num_test_questions=50, num_pretrain_docs=10))
 
 
+@pytest.mark.cli
 def test_cli_generates_then_does_nothing(tmp_path):
     """Runs with HF_HUB_OFFLINE=1; generation reloads the saved tokenizer with AutoTokenizer before committing it."""
     args = ("synthetic", "--out", tmp_path / "d", "--seed", "1", "--num-pretrain-docs", "200",

@@ -23,7 +23,7 @@ def _tokenize(tmp_path, tokenizer_dir, corpus, files, name="out", **options):
     return tokenize_corpus(cfg)
 
 
-@pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.parametrize("workers", [1, pytest.param(2, marks=pytest.mark.workers)])
 def test_jsonl_round_trip_equals_direct_tokenization(tmp_path, tokenizer_dir, workers):
     docs = DOCUMENTS * 7  # several batches of 4
     write_jsonl(tmp_path / "a.jsonl", docs[:20])
@@ -96,6 +96,7 @@ def test_dtype_int32_and_no_special_tokens(tmp_path, tokenizer_dir):
     assert read_indexed(tmp_path / "out") == [tok(d, add_special_tokens=False)["input_ids"] + [1] for d in DOCUMENTS[:2]]
 
 
+@pytest.mark.cli
 def test_cli_round_trips_jsonl_parquet_and_txt_and_prints_counts(tmp_path, tokenizer_dir):
     write_jsonl(tmp_path / "a.jsonl", DOCUMENTS[:2] + [""])
     pq.write_table(pa.table({"text": DOCUMENTS[2:4]}), tmp_path / "b.parquet")

@@ -15,6 +15,8 @@ from tiny_models import save_random_llama, tiny_llama_config
 
 from megatron_ext.simulated_accelerator import SIMULATED_ACCELERATOR_ENV
 
+pytestmark = pytest.mark.multirank
+
 DIST = Path(__file__).parent / "dist"
 SIMULATED = {SIMULATED_ACCELERATOR_ENV: "1"}
 

@@ -117,6 +117,7 @@ def test_sampling_is_seeded_and_gives_n_per_prompt(model_dir):
     assert len({c.text for c in first[0]}) > 1
 
 
+@pytest.mark.workers
 def test_eval_run_command_end_to_end(model_dir, tmp_path):
     from pipeline.eval.__main__ import main
 

@@ -55,6 +55,7 @@ def scripted_generate(prompts, *, n, temperature, top_p, max_new_tokens, stop, s
     return out
 
 
+@pytest.mark.workers
 def test_accuracy_table_equals_hand_count(tmp_path, grade):
     a = tmp_path / "a.jsonl"
     a.write_text(json.dumps({"question": "What is 3 + 4?", "answer": "7"}) + "\n"
@@ -120,6 +121,7 @@ def test_bad_settings_fail_before_any_work(tmp_path):
         evaluate(EvalConfig(benchmarks=(f"math500={tmp_path / 'x.jsonl'}",)), scripted_generate, progress=False)
 
 
+@pytest.mark.workers
 def test_template_study_counts_answers_with_each_templates_extractor(tmp_path, grade):
     from pipeline.eval.evaluate import template_study
 
@@ -140,6 +142,7 @@ def test_template_study_counts_answers_with_each_templates_extractor(tmp_path, g
         template_study(cfg, ("r2",), scripted_generate, grade=grade)
 
 
+@pytest.mark.workers
 def test_verifier_setting_flows_into_grading_and_results(tmp_path):
     """``verifier`` (CLI ``--verifier``) picks the grader and is recorded; the default is math_verify, the grader of
     the authors' evaluate_model.py."""
@@ -180,6 +183,7 @@ def test_answer_rate_follows_the_verifier_reading():
     assert not answered(record, "fast") and not answered(record, "math_verify")  # the authors' need \boxed{...}
 
 
+@pytest.mark.cli
 def test_template_study_command_runs_on_a_tiny_model(tmp_path):
     """`python -m pipeline.eval templates` end to end: a real (tiny) model decoded by the torch engine under the r1,
     qwen_math and none templates, graded by the default verifier; the table, JSON and plots are written."""

@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 from conftest import REPO
 
+pytestmark = pytest.mark.cli
+
 SCRIPT = REPO / "scripts" / "gpu_check.sh"
 HEADER = "# file\tname\tversion\tbytes\tsha256\n"
 

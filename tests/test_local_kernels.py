@@ -70,6 +70,7 @@ def test_rope_is_megatrons_rope_bit_for_bit(mscale):
     assert torch.equal(results[0][1], results[1][1])
 
 
+@pytest.mark.multirank
 def test_megatron_local_layers_have_transformers_gradients(tmp_path):
     hf_dir = save_random_llama(tmp_path / "hf", tiny_llama_config(tied=False), seed=4)
     run_torchrun("tests/dist/grad_equivalence_worker.py", 1, hf_dir, tmp_path)

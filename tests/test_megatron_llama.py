@@ -20,6 +20,7 @@ def hf_dirs(tmp_path_factory):
     return {"tied": tied, "untied": untied}
 
 
+@pytest.mark.multirank
 @pytest.mark.parametrize(
     "flavour,tp,pp",
     [("tied", 1, 1), ("tied", 2, 1), ("tied", 1, 2), ("tied", 2, 2), ("untied", 2, 1), ("untied", 2, 2)],
@@ -46,6 +47,7 @@ def test_megatron_matches_transformers_and_round_trips(hf_dirs, tmp_path, flavou
     assert writer["roundtrip_logits_equal"]
 
 
+@pytest.mark.multirank
 def test_convert_cli_reshards_tp2_checkpoint_to_tp1_hf(hf_dirs, tmp_path):
     from safetensors.torch import load_file
 
@@ -126,6 +128,7 @@ def test_misshaped_tensor_is_named(hf_dirs, tmp_path):
         check_hf_checkpoint(HFCheckpointReader(bad), AutoConfig.from_pretrained(bad))
 
 
+@pytest.mark.cli
 def test_cli_refuses_bad_checkpoint_before_loading(hf_dirs, tmp_path):
     import subprocess
     import sys

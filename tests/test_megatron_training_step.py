@@ -12,6 +12,8 @@ import pytest
 from conftest import REPO, read_rank_results, run_torchrun
 from tiny_models import save_random_llama, tiny_llama_config
 
+pytestmark = pytest.mark.multirank
+
 WORKER = Path(__file__).parent / "dist" / "train_step_worker.py"
 
 

@@ -9,6 +9,7 @@ from conftest import read_rank_results, run_torchrun
 from tiny_models import save_random_llama, tiny_llama_config
 
 
+@pytest.mark.multirank
 @pytest.mark.parametrize("tp,pp", [(1, 1), (2, 1), (1, 2)])
 def test_learner_memory_options_give_the_same_update(tmp_path, tp, pp):
     hf_dir = save_random_llama(tmp_path / "hf", tiny_llama_config(num_layers=2), seed=8)
@@ -23,6 +24,7 @@ def test_learner_memory_options_give_the_same_update(tmp_path, tp, pp):
                 assert r["logp_max_diff"] < 1e-4, (name, r)  # after two updates of lr 1e-3
 
 
+@pytest.mark.multirank
 def test_stage_one_recompute_gives_the_same_loss_curve(tmp_path):
     from dist.pretrain_fixtures import data_prep_corpus, losses, run, tiny_run_config, write_config
 
@@ -54,6 +56,7 @@ def test_bad_recompute_is_refused_with_the_field():
         cfg.validate(1)
 
 
+@pytest.mark.cli
 def test_memory_plan_extrapolates_the_layers_exactly(tmp_path):
     """The plan measures 2 and 4 layers and extrapolates to the depth: equal to measuring the depth directly, for both
     stages' losses (tests/test_gpu_check.py checks that the fake measurement is what real tensors hold)."""
@@ -88,6 +91,7 @@ print(json.dumps(out))
         assert direct > 0 and extrapolated == pytest.approx(direct, rel=1e-6), name
 
 
+@pytest.mark.cli
 def test_memory_plan_of_the_a100_recipe_fits_with_headroom(tmp_path):
     """The shipped GPU recipe, planned at the paper's shapes (Llama-3.2-3B, 4 x 4024-token RL micro-batches, 128k
     vocabulary): both stages fit 80 GiB with >= 10% headroom, and without recomputation stage two would not."""
@@ -114,6 +118,7 @@ def test_memory_plan_of_the_a100_recipe_fits_with_headroom(tmp_path):
     assert not without["fits"] and without["transient_gib"] > 3 * result["stages"]["stage2"]["transient_gib"]
 
 
+@pytest.mark.cli
 def test_memory_plan_of_the_oat_zero_7b_recipe_fits_only_with_the_bf16_gradient_buffer(tmp_path):
     """Qwen2.5-Math-7B on 80 GiB with vLLM at 0.35 beside the learner: the recipe (bf16 gradient buffer) fits with
     >= 10% headroom; Megatron's default fp32 buffer (28 GiB) would not. RL only: no stage one is planned."""

@@ -138,6 +138,7 @@ def test_tiny_family_presets_build_each_family():
 # ---- the torch engine's decoder on Qwen3's q/k norm ------------------------------------------------------
 
 
+@pytest.mark.kernels
 def test_lean_decoder_runs_qwen3_on_its_kernels_and_torch_ops_as_transformers_does(hf_dirs):
     """Qwen3's per-head q/k RMSNorm before RoPE: the fused-kernel decode steps equal the torch-op path's, and the
     engine's sampled log-probs equal transformers' teacher-forced ones on both paths (Qwen2's bias and Llama are
@@ -182,6 +183,7 @@ def test_lean_decoder_runs_qwen3_on_its_kernels_and_torch_ops_as_transformers_do
 # ---- multi-rank: learner vs transformers, export, shared-prompt update; conversion CLI; engines ----------
 
 
+@pytest.mark.multirank
 @pytest.mark.parametrize("flavour,tp,pp", [("qwen2", 2, 1), ("qwen2-tied", 1, 2), ("qwen3", 2, 1), ("qwen3", 1, 2)])
 def test_learner_equals_transformers_exports_bitwise_and_shares_prompts(hf_dirs, tmp_path, flavour, tp, pp):
     run_torchrun(DIST / "family_worker.py", tp * pp, hf_dirs[flavour], tmp_path, tp, pp)
@@ -207,6 +209,7 @@ def test_learner_equals_transformers_exports_bitwise_and_shares_prompts(hf_dirs,
     assert writer["roundtrip_index_sharded"] and writer["roundtrip_logits_equal"]
 
 
+@pytest.mark.multirank
 @pytest.mark.parametrize("flavour", ["qwen2", "qwen2-tied", "qwen3"])
 def test_convert_cli_round_trips_bitwise_from_tp2_to_pp2(hf_dirs, tmp_path, flavour):
     from safetensors.torch import load_file
@@ -230,6 +233,8 @@ def test_convert_cli_round_trips_bitwise_from_tp2_to_pp2(hf_dirs, tmp_path, flav
     assert (tmp_path / "back" / "tokenizer.json").exists()
 
 
+@pytest.mark.multirank
+@pytest.mark.vllm
 @pytest.mark.parametrize("flavour,tp,pp", [("qwen2-tied", 1, 2), ("qwen2", 2, 1), ("qwen3", 2, 1), ("qwen3", 1, 2)])
 def test_both_engines_logprobs_equal_the_learner_after_each_weight_push(hf_dirs, tmp_path, flavour, tp, pp):
     run_torchrun(DIST / "family_engine_worker.py", tp * pp, hf_dirs[flavour], tmp_path, tp, pp, "torch,vllm",
@@ -249,6 +254,7 @@ def corpus(tmp_path_factory):
     return data_prep_corpus(tmp_path_factory.mktemp("corpus"), num_docs=400)
 
 
+@pytest.mark.multirank
 @pytest.mark.parametrize("preset,parallel", [("tiny-qwen3", {"tp": 2})])  # ("tiny-qwen2.5", {"pp": 2}) works too
 def test_stage_one_trains_a_qwen_preset_from_random_init_and_exports_it(corpus, tmp_path, preset, parallel):
     """A recipe naming a Qwen preset: random init in HF space (the family's own transformers class), training at

@@ -24,7 +24,7 @@ from slurm_cluster import MULTI_NODES, REPO, final_state, sacct_records, slurm_c
 from slurm_jobs import (JOB_TIMEOUT, LOCAL_NODE, RL_SETTINGS, TWO_NODES, checkpoint_step_on_exit, job_env,  # noqa: F401
                         jobs, metrics, policy, reference, submit, submit_rl, wait_for_step)
 
-pytestmark = [pytest.mark.slurm, pytest.mark.multinode, pytest.mark.slow]
+pytestmark = [pytest.mark.slurm, pytest.mark.multinode]
 
 ONE_RANK_PER_NODE = {0: "node1", 1: "node2"}
 TWO_RANKS_PER_NODE = {0: "node1", 1: "node1", 2: "node2", 3: "node2"}

@@ -147,6 +147,7 @@ def test_valid_config_resolves_the_tiny_model_from_the_tokenizer(corpus, tmp_pat
     assert resolved.eod_token_id == corpus["eos"] == resolved.hf_config.eos_token_id
 
 
+@pytest.mark.cli
 def test_cli_refuses_a_bad_config_before_launching(corpus, tmp_path):
     config = tmp_path / "cfg.json"
     config.write_text(json.dumps(tiny_run_config(corpus, tmp_path / "out")))
@@ -306,6 +307,7 @@ def test_exit_signal_sets_the_flag_and_restores_handlers():
     assert signal.getsignal(signal.SIGUSR1) == before
 
 
+@pytest.mark.cli
 def test_helper_processes_survive_the_exit_signal_and_die_with_their_rank(tmp_path):
     """SLURM sends TERM to every process of a job step: the rank's checkpoint writer and grading workers must
     ignore it (the rank saves and grades through them afterwards) and must not outlive the rank."""

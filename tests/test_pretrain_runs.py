@@ -15,6 +15,8 @@ import pytest
 from dist.pretrain_fixtures import (data_prep_corpus, finish, launch, losses, metrics, run, tiny_run_config,
                                    write_config)
 
+pytestmark = pytest.mark.multirank
+
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):

@@ -13,6 +13,8 @@ import pytest
 from conftest import REPO
 from slurm_cluster import sacct_records, slurm_cluster  # noqa: F401  (session fixture)
 
+pytestmark = pytest.mark.cli
+
 RECIPE = REPO / "recipes" / "llama3b_math_then_drgrpo.py"
 
 
@@ -169,6 +171,8 @@ FAST = ("recipe.data.num_pretrain_docs=2000", "recipe.data.num_train_questions=6
         "recipe.stage2.generator=torch", "recipe.eval.backend=torch", "recipe.eval.max_questions=8")
 
 
+@pytest.mark.multirank
+@pytest.mark.vllm
 @pytest.mark.parametrize("family", ["qwen2", "qwen3"])
 def test_rl_only_pipeline_from_a_qwen_checkpoint_through_the_cli(tmp_path, family):
     """`recipe.skip_stage1=true recipe.stage2.model_dir=QWEN`: no stage one; the first evaluation and Dr. GRPO start
@@ -194,9 +198,6 @@ def test_rl_only_pipeline_from_a_qwen_checkpoint_through_the_cli(tmp_path, famil
     assert "stage2/metrics.jsonl" in proc.stdout and "stage1/metrics.jsonl" not in proc.stdout
 
 
-@pytest.mark.slurm
-@pytest.mark.multinode
-@pytest.mark.slow
 def _wait_for_rl_step(out: Path, step: int, job_name: str, env: dict, proc: subprocess.Popen,
                       timeout: float = 900) -> int:
     """The SLURM job id of the stage-two task once its metrics reach `step`."""
@@ -213,6 +214,8 @@ def _wait_for_rl_step(out: Path, step: int, job_name: str, env: dict, proc: subp
     raise AssertionError(f"stage two did not reach step {step} in {timeout} s")
 
 
+@pytest.mark.slurm
+@pytest.mark.multinode
 def test_recipe_through_slurm_executor_runs_at_two_nodes(slurm_cluster, tmp_path):
     """`run.executor=slurm` on the local cluster's two namespace nodes (partition multi), one rank per node: the
     pipeline completes, the training tasks ran one rank on each node and asked for the pre-timeout signal and

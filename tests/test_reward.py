@@ -17,6 +17,8 @@ from pipeline.rl.grading import EQUIVALENCE_STAGES, VERIFIERS, is_equivalent, no
 from pipeline.rl.reward import GraderConfig, RewardGrader
 from pipeline.rl.reward import math_reward as _math_reward
 
+pytestmark = pytest.mark.workers
+
 math_reward = functools.partial(_math_reward, verifier="lenient")
 
 GRADE_LIMIT_S = 2.0

@@ -7,6 +7,8 @@ import pytest
 from conftest import read_rank_results, run_torchrun
 from tiny_models import save_char_tokenizer, save_random_llama, tiny_llama_config
 
+pytestmark = [pytest.mark.multirank, pytest.mark.vllm]
+
 WORKER = Path(__file__).parent / "dist" / "engine_sync_worker.py"
 
 

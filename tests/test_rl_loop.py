@@ -87,6 +87,7 @@ def uninterrupted(policy, tmp_path_factory):
     return out
 
 
+@pytest.mark.multirank
 def test_run_writes_every_metric_and_the_final_model(uninterrupted):
     rows = _metrics(uninterrupted)
     assert [r["step"] for r in rows] == [0, 1, 2, 3, 4, 5, 6]
@@ -106,6 +107,7 @@ def test_run_writes_every_metric_and_the_final_model(uninterrupted):
     assert {"step", "question_id", "question", "gold", "response", "reward", "num_tokens", "truncated"} <= set(generations[0])
 
 
+@pytest.mark.multirank
 def test_kill9_then_resume_gives_identical_metrics(policy, uninterrupted, tmp_path):
     out = tmp_path / "killed"
     config = _config(policy, out)
@@ -119,6 +121,7 @@ def test_kill9_then_resume_gives_identical_metrics(policy, uninterrupted, tmp_pa
     assert _metrics(out) == _metrics(uninterrupted)
 
 
+@pytest.mark.multirank
 def test_sigterm_saves_a_checkpoint_and_exits_zero(policy, uninterrupted, tmp_path):
     out = tmp_path / "terminated"
     config = _config(policy, out, checkpoint_every=100)
@@ -137,12 +140,14 @@ def test_sigterm_saves_a_checkpoint_and_exits_zero(policy, uninterrupted, tmp_pa
     assert _metrics(out) == _metrics(uninterrupted)
 
 
+@pytest.mark.multirank
 def test_finished_run_is_not_repeated(policy, uninterrupted):
     before = (uninterrupted / "metrics.jsonl").read_text()
     _finish(_launch(_config(policy, uninterrupted), nproc=1))
     assert (uninterrupted / "metrics.jsonl").read_text() == before
 
 
+@pytest.mark.multirank
 def test_more_steps_continue_a_finished_run(policy, uninterrupted, tmp_path):
     import shutil
 
@@ -156,6 +161,7 @@ def test_more_steps_continue_a_finished_run(policy, uninterrupted, tmp_path):
     assert "already finished (6 steps): nothing to do" in _finish(_launch(_config(policy, uninterrupted), nproc=1))
 
 
+@pytest.mark.multirank
 def test_a_damaged_newest_checkpoint_is_refused_and_the_previous_one_resumes(policy, uninterrupted, tmp_path):
     import shutil
 
@@ -177,6 +183,7 @@ def test_a_damaged_newest_checkpoint_is_refused_and_the_previous_one_resumes(pol
     assert _metrics(out) == _metrics(uninterrupted)
 
 
+@pytest.mark.multirank
 def test_resuming_with_changed_settings_is_refused_naming_them(policy, uninterrupted, tmp_path):
     import shutil
 
@@ -189,6 +196,7 @@ def test_resuming_with_changed_settings_is_refused_naming_them(policy, uninterru
     assert (out / "DONE").read_text().split()[0] == "6"  # (torchrun adds its own traceback of the failed rank)
 
 
+@pytest.mark.multirank
 @pytest.mark.parametrize("override,message", [
     ({"questions_per_step": 3, "micro_batch_size": 2}, "must be divisible by the number of ranks"),
     ({"aggregation": "mean"}, "aggregation='mean'; valid"),
@@ -209,6 +217,7 @@ def test_unknown_field_is_named():
         RLConfig.from_dict({"learning_rate": 1.0})
 
 
+@pytest.mark.multirank
 @pytest.mark.parametrize("tp", [1, 2])
 def test_updates_move_logprobs_in_the_direction_of_the_advantage(policy, tmp_path, tp):
     from conftest import read_rank_results, run_torchrun
@@ -219,6 +228,7 @@ def test_updates_move_logprobs_in_the_direction_of_the_advantage(policy, tmp_pat
         assert r["metrics"]["train/grad_norm"] > 0
 
 
+@pytest.mark.multirank
 def test_in_training_eval_is_what_the_eval_suite_reports(policy, tmp_path):
     """eval/accuracy of the final step equals `pipeline.eval run` on the exported model with the same questions,
     budget, template, decoder (the torch engine, greedy) and verifier; truncated responses are graded in both."""

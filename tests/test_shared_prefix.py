@@ -53,6 +53,7 @@ def test_rows_that_do_not_share_prompts_by_group_are_not_packed(sequences, group
     assert pack_groups(tokens, mask, group) is None
 
 
+@pytest.mark.multirank
 @pytest.mark.parametrize("tp,pp", [(1, 1), (2, 1), (1, 2)])
 def test_update_in_the_shared_prompt_layout_equals_the_per_response_update(tmp_path, tp, pp):
     hf_dir = save_random_llama(tmp_path / "hf", tiny_llama_config(), seed=6)

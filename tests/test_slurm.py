@@ -17,7 +17,6 @@ from slurm_jobs import JOB_TIMEOUT, LOCAL_NODE, RL_SETTINGS, job_env, jobs, metr
 pytestmark = pytest.mark.slurm
 
 
-@pytest.mark.slow
 def test_rl_job_completes_and_leaves_metrics(reference, slurm_cluster):
     job, state, out, log = reference
     assert state == "COMPLETED", log.read_text()[-5000:]
@@ -64,7 +63,6 @@ def _run_pipeline(env: dict, jobs: list, run_dir: Path, pretrain_config: Path, r
     return {"pretrain": pretrain_job, "rl": rl_job, "stderr": proc.stderr}
 
 
-@pytest.mark.slow
 def test_pipeline_runs_stage_one_then_stage_two_from_its_export(slurm_cluster, pipeline_inputs, jobs, tmp_path):
     run_dir = tmp_path / "pipeline"
     ids = _run_pipeline(slurm_cluster, jobs, run_dir, *pipeline_inputs)

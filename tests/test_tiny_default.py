@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from conftest import run_torchrun
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.multirank
 
 
 def _rows(run_dir: Path) -> list[dict]:

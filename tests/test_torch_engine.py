@@ -88,7 +88,7 @@ def reference_logprobs(model_dir, prompts, samples, temperature=1.0):
     return out
 
 
-@pytest.mark.parametrize("fused", [True, False], ids=["kernels", "torch-ops"])
+@pytest.mark.parametrize("fused", [pytest.param(True, id="kernels", marks=pytest.mark.kernels), pytest.param(False, id="torch-ops")])
 @pytest.mark.parametrize("overrides", [{}, {"tied": False, "attention_bias": True}, "qwen2"],
                          ids=["tied", "untied+bias", "qwen2"])
 def test_sampled_logprobs_match_transformers_forward(tmp_path, overrides, fused):
@@ -116,7 +116,7 @@ def test_a_fused_kernels_option_that_is_not_a_boolean_is_refused(tmp_path):
         TorchGenerator(GeneratorSpec(str(make_model(tmp_path)), options={"fused_kernels": "false"}))
 
 
-@pytest.mark.parametrize("fused", [True, False], ids=["kernels", "torch-ops"])
+@pytest.mark.parametrize("fused", [pytest.param(True, id="kernels", marks=pytest.mark.kernels), pytest.param(False, id="torch-ops")])
 def test_rows_that_stop_early_leave_the_batch_without_disturbing_the_rest(tmp_path, fused):
     model_dir = make_model(tmp_path)
     engine = TorchGenerator(engine_spec(model_dir, fused))
@@ -153,7 +153,7 @@ def test_weight_update_reaches_the_decoder(tmp_path):
         torch.testing.assert_close(ours, ref, atol=2e-5, rtol=0)
 
 
-@pytest.mark.parametrize("fused", [True, False], ids=["kernel", "torch-ops"])
+@pytest.mark.parametrize("fused", [pytest.param(True, id="kernel", marks=pytest.mark.kernels), pytest.param(False, id="torch-ops")])
 @pytest.mark.parametrize("temperature,top_p", [(1.0, 1.0), (0.7, 1.0), (1.0, 0.6)])
 def test_sampler_draws_from_the_stated_distribution(temperature, top_p, fused):
     kernels = require_kernels() if fused else None
@@ -175,6 +175,7 @@ def test_sampler_draws_from_the_stated_distribution(temperature, top_p, fused):
     torch.testing.assert_close(logps, probs.log()[tokens], atol=1e-5, rtol=0)
 
 
+@pytest.mark.kernels
 def test_the_sampling_kernel_draws_the_torch_samplers_tokens_from_the_same_uniforms():
     kernels = require_kernels()
     torch.manual_seed(0)
@@ -186,6 +187,7 @@ def test_the_sampling_kernel_draws_the_torch_samplers_tokens_from_the_same_unifo
     torch.testing.assert_close(fused[1], plain[1], atol=2e-6, rtol=0)
 
 
+@pytest.mark.kernels
 @pytest.mark.parametrize("shape", ["gqa", "head_dim_36", "qwen2"])
 def test_fused_decode_steps_equal_the_torch_op_path(tmp_path, shape):
     """Step by step, from the same caches: GQA 3:1 (head_dim 16), head_dim 36 (a 32-wide block and a tail),
@@ -223,6 +225,7 @@ def test_fused_decode_steps_equal_the_torch_op_path(tmp_path, shape):
             torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5, msg=lambda m: f"step {step}: {m}")
 
 
+@pytest.mark.kernels
 def test_the_kernels_refuse_tensors_they_cannot_read_naming_the_argument():
     kernels = require_kernels()
     with pytest.raises(RuntimeError, match="hidden must be a contiguous float32"):
@@ -257,6 +260,7 @@ def test_without_a_compiler_the_engine_says_why_and_decodes_with_torch_ops(tmp_p
         torch.testing.assert_close(ours, ref, atol=2e-5, rtol=0)
 
 
+@pytest.mark.cli
 def test_a_killed_build_leaves_nothing_that_blocks_the_next_load(tmp_path):
     """torch's build lock, as a build killed mid-way leaves it: the next load must not wait on it forever (a CI
     run hung there)."""

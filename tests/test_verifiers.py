@@ -194,6 +194,7 @@ def authors_pool(request):
         yield request.param, pool
 
 
+@pytest.mark.workers
 def test_authors_verifiers_match_the_table_through_the_worker_pool(authors_pool):
     verifier, pool = authors_pool
     for template in ("qwen_math", "r1", "none"):
@@ -218,6 +219,7 @@ LENIENT_DIFFERS = [  # (response, gold, template, lenient): the issue's examples
 ]
 
 
+@pytest.mark.workers
 def test_lenient_verifier_keeps_its_own_rules():
     with RewardGrader(num_workers=1, verifier="lenient") as pool:
         for response, gold, template, expected in LENIENT_DIFFERS:
@@ -229,6 +231,7 @@ def test_lenient_verifier_keeps_its_own_rules():
 PATHOLOGICAL = _b("(x+y+1)^9(x-y+2)^9(x+2y-3)^9(2x+y+5)^9")  # sympy.simplify runs ~20 s on this one, every verifier
 
 
+@pytest.mark.workers
 @pytest.mark.parametrize("verifier", ["fast", "math_verify", "lenient"])
 def test_time_limit_kills_a_pathological_answer_under_each_verifier(verifier):
     with RewardGrader(num_workers=1, timeout_s=1.0, verifier=verifier) as pool:
@@ -248,6 +251,7 @@ def test_unknown_verifier_is_refused_with_the_valid_names():
             call()
 
 
+@pytest.mark.workers
 def test_math_reward_takes_the_verifier_and_keeps_the_truncation_rule():
     assert grading.DEFAULT_VERIFIER == "fast" and GraderConfig().verifier == "fast"
     assert math_reward(_b("2/4"), r"\frac{1}{2}", "qwen_math") == 0.0  # default "fast"

@@ -34,6 +34,8 @@ def check_ranks(results, device_of):
         assert r["samples_per_call"] == [2 * (r["rank"] + 1)] * (r["rank"] + 1)
 
 
+@pytest.mark.multirank
+@pytest.mark.vllm
 def test_vllm_engine_per_rank_with_external_launcher(model_dir, tmp_path):
     pytest.importorskip("vllm")
     run_torchrun(WORKER, 2, model_dir, tmp_path, timeout=600)
@@ -55,6 +57,7 @@ def test_cuda_vllm_engine_on_each_ranks_own_gpu(model_dir, tmp_path):
         assert r["current_device"] == [r["local_rank"]] * 3
 
 
+@pytest.mark.vllm
 def test_vllm_engine_outside_a_world_keeps_vllms_own_executor(model_dir, tmp_path):
     """A plain process (evaluation scripts): no world to join, so no external_launcher (it needs RANK/LOCAL_RANK)."""
     pytest.importorskip("vllm")

@@ -1,0 +1,38 @@
+"""The fast tier (`-m fast`: every test without a process marker) refuses a test that starts a process, naming the
+markers; a marked test may start one."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest_plugins = ["pytester"]
+
+CASES = '''
+import subprocess, sys
+import pytest
+
+def test_unmarked_starts_a_process():
+    subprocess.run([sys.executable, "-c", "pass"], check=True)
+
+@pytest.mark.cli
+def test_marked_starts_a_process():
+    subprocess.run([sys.executable, "-c", "pass"], check=True)
+
+def test_unmarked_computes():
+    assert sum(range(4)) == 6
+'''
+
+
+@pytest.mark.cli  # it starts processes itself, checking that the refusal is undone
+def test_an_unmarked_test_that_starts_a_process_fails_and_a_marked_one_passes(pytester):
+    pytester.makeconftest((Path(__file__).parent / "conftest.py").read_text())
+    pytester.makeini("[pytest]\nmarkers =\n  fast: x\n  cli: x\n  multirank: x\n  workers: x\n  kernels: x\n"
+                     "  vllm: x\n  slurm: x\n  multinode: x\n  real_model: x\n  gpu: x\n")
+    pytester.makepyfile(test_cases=CASES)
+    result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "-o", "addopts=")
+    result.assert_outcomes(passed=2, failed=1)
+    result.stdout.fnmatch_lines(["*test_unmarked_starts_a_process starts a process (*python* -c pass) but carries "
+                                 "none of the markers*"])
+    assert subprocess.run([sys.executable, "-c", "pass"]).returncode == 0  # the real functions are back
