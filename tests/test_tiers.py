@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import PROCESS_MARKERS
 
 pytest_plugins = ["pytester"]
 
@@ -28,8 +29,7 @@ def test_unmarked_computes():
 @pytest.mark.cli  # it starts processes itself, checking that the refusal is undone
 def test_an_unmarked_test_that_starts_a_process_fails_and_a_marked_one_passes(pytester):
     pytester.makeconftest((Path(__file__).parent / "conftest.py").read_text())
-    pytester.makeini("[pytest]\nmarkers =\n  fast: x\n  cli: x\n  multirank: x\n  workers: x\n  kernels: x\n"
-                     "  vllm: x\n  slurm: x\n  multinode: x\n  real_model: x\n  gpu: x\n")
+    pytester.makeini("[pytest]\nmarkers =\n" + "".join(f"  {m}: -\n" for m in ("fast", *PROCESS_MARKERS)))
     pytester.makepyfile(test_cases=CASES)
     result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "-o", "addopts=")
     result.assert_outcomes(passed=2, failed=1)
