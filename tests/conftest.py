@@ -42,17 +42,17 @@ def pytest_collection_modifyitems(config, items):
     import torch
 
     skip_gpu = pytest.mark.skip(reason="needs a CUDA GPU (run on the device machine)")
-    for item in items:
-        if not any(m in item.keywords for m in PROCESS_MARKERS):
+    for item in items:  # by marker name: `item.keywords` also holds parameter ids such as "fast"
+        if not any(item.get_closest_marker(m) for m in PROCESS_MARKERS):
             item.add_marker(pytest.mark.fast)
-        if "gpu" in item.keywords and not torch.cuda.is_available():
+        if item.get_closest_marker("gpu") and not torch.cuda.is_available():
             item.add_marker(skip_gpu)
 
 
 @contextlib.contextmanager
 def _no_process_starts(item):
     """A fast-tier test (and the fixtures it sets up) may not fork or exec: the tier's promise is checked."""
-    if "fast" not in item.keywords:
+    if not item.get_closest_marker("fast"):
         yield
         return
     fork_exec = subprocess._fork_exec

@@ -21,6 +21,15 @@ def test_unmarked_starts_a_process():
 def test_marked_starts_a_process():
     subprocess.run([sys.executable, "-c", "pass"], check=True)
 
+@pytest.mark.workers
+@pytest.mark.parametrize("verifier", ["fast", "gpu"])  # parameter ids are keywords, not markers
+def test_marked_and_parametrized_with_a_marker_name_starts_a_process(verifier):
+    subprocess.run([sys.executable, "-c", "pass"], check=True)
+
+@pytest.mark.parametrize("kind", ["cli"])
+def test_unmarked_with_a_process_marker_as_parameter_id_starts_a_process(kind):
+    subprocess.run([sys.executable, "-c", "pass"], check=True)
+
 def test_unmarked_computes():
     assert sum(range(4)) == 6
 '''
@@ -32,7 +41,9 @@ def test_an_unmarked_test_that_starts_a_process_fails_and_a_marked_one_passes(py
     pytester.makeini("[pytest]\nmarkers =\n" + "".join(f"  {m}: -\n" for m in ("fast", *PROCESS_MARKERS)))
     pytester.makepyfile(test_cases=CASES)
     result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "-o", "addopts=")
-    result.assert_outcomes(passed=2, failed=1)
+    result.assert_outcomes(passed=4, failed=2)
     result.stdout.fnmatch_lines(["*test_unmarked_starts_a_process starts a process (*python* -c pass) but carries "
                                  "none of the markers*"])
+    result.stdout.fnmatch_lines(["*test_unmarked_with_a_process_marker_as_parameter_id_starts_a_process?cli? starts a "
+                                 "process*"])
     assert subprocess.run([sys.executable, "-c", "pass"]).returncode == 0  # the real functions are back
