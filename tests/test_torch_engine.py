@@ -278,3 +278,20 @@ def test_a_killed_build_leaves_nothing_that_blocks_the_next_load(tmp_path):
         pytest.fail("the load waited on a stale build lock")
     assert done.returncode == 0 and "ready" in done.stdout, done.stdout + done.stderr
 
+
+
+def test_kernels_build_with_the_interpreters_ninja_whatever_ninja_comes_first_on_path(tmp_path, monkeypatch):
+    """ninja versions hash build commands differently: the install step's build (one PATH) was rebuilt, 40 s, by the
+    first job with another ninja first on its PATH. The pip-installed ninja beside the interpreter is always used."""
+    interpreter_bin = tmp_path / "venv" / "bin"
+    other_bin = tmp_path / "usr" / "bin"
+    for directory in (interpreter_bin, other_bin):
+        directory.mkdir(parents=True)
+        (directory / "ninja").write_text("#!/bin/sh\n")
+        (directory / "ninja").chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(interpreter_bin / "python"))
+    monkeypatch.setenv("PATH", f"{other_bin}{os.pathsep}/bin")
+    decode_kernels._put_interpreter_bin_on_path()
+    assert shutil.which("ninja") == str(interpreter_bin / "ninja")
+    decode_kernels._put_interpreter_bin_on_path()
+    assert os.environ["PATH"].count(str(interpreter_bin)) == 1  # once, however often loads happen

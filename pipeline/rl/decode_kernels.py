@@ -68,8 +68,11 @@ def _build_once(verbose: bool):
 
 
 def _put_interpreter_bin_on_path() -> None:
+    """Build with the pip-installed ninja beside the interpreter, ahead of any other on PATH: ninja versions hash
+    build commands differently, so a build by one (the install step's PATH) is rebuilt by another (a job's PATH)."""
     bin_dir = str(Path(sys.executable).parent)
-    if shutil.which("ninja") is None and Path(bin_dir, "ninja").exists():
+    ninja = Path(bin_dir, "ninja")
+    if ninja.exists() and shutil.which("ninja") != str(ninja):
         os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
 
 
