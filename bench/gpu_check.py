@@ -500,7 +500,7 @@ def part_rl(args: argparse.Namespace) -> dict:
         return record
     left = (args.deadline - time.time()) if args.deadline else 0
     if torch.cuda.is_available() and left > max(60.0, 1.5 * run_s):  # for information: the bf16 learner's gap
-        print(f"[rl] the same run with a bf16 learner (bf16=true, the recipes' setting), for information", flush=True)
+        print("[rl] the same run with a bf16 learner (bf16=true, the recipes' setting), for information", flush=True)
         bf16_cfg = {**cfg, "output_dir": str(work / "run_bf16"), "bf16": True}
         config.write_text(json.dumps(bf16_cfg))
         t0 = time.time()

@@ -201,7 +201,7 @@ def main() -> None:
         "median_step_s": med(r["trl"]["median_step_s"] for r in rounds),
         "cpu_s_per_step": med(r["trl"]["cpu_s_per_step"] for r in rounds)}
     ours_summary = []
-    for j, (g, r) in enumerate(specs):
+    for j in range(len(specs)):
         runs = [rd["ours"][j] for rd in rounds]
         ours_summary.append({**runs[-1], "samples_per_s": med(x["samples_per_s"] for x in runs),
                              "median_step_s": med(x["median_step_s"] for x in runs),

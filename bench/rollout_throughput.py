@@ -67,7 +67,7 @@ def main() -> None:
                 ids = torch.tensor([[0] * (width - len(q)) + q for q in prompts])  # one left-padded batch
                 mask = torch.tensor([[0] * (width - len(q)) + [1] * len(q) for q in prompts])
 
-                def run_hf():
+                def run_hf(hf=hf, ids=ids, mask=mask, width=width):
                     with torch.no_grad():
                         out = hf.generate(ids, attention_mask=mask, do_sample=True, temperature=1.0, top_p=1.0,
                                           top_k=0, max_new_tokens=args.max_new, num_return_sequences=args.n,
@@ -85,7 +85,7 @@ def main() -> None:
 
                 results[engine] = timed(run_engine)
     base = results.get("hf_generate", {}).get("tokens_per_s")
-    for name, r in results.items():
+    for r in results.values():
         if base:
             r["ratio_vs_hf_generate"] = r["tokens_per_s"] / base
     path = write_results("rollout_throughput", {"settings": vars(args), "engines": results})

@@ -4,6 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh
+# the lint gate (rules in pyproject.toml [tool.ruff]); under a second
+.venv/bin/ruff check --quiet . || { echo "[test.sh] ruff found the problems above: fix them (ruff check --fix . mends some)" >&2; exit 1; }
 # the tests marked slurm / multinode need the local SLURM cluster (partition debug: one node; multi: two nodes, each
 # its own network namespace); starting it needs root, and the tests skip without it
 if [ "$(id -u)" = 0 ]; then

@@ -10,6 +10,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+pytest_plugins = ["slurm_cluster", "slurm_jobs"]  # their fixtures (the local cluster, the jobs on it) for every test
 
 
 def run_torchrun(script: str | Path, nproc: int, *args: str, timeout: int = 300, env: dict | None = None):

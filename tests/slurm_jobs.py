@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from slurm_cluster import cancel, job_state, sbatch, slurm_cluster, wait_for_job  # noqa: F401
+from slurm_cluster import cancel, job_state, sbatch, wait_for_job
 
 # The local nodes have 2 CPUs and no GPUs: these override the A100 #SBATCH defaults, as users would.
 LOCAL_NODE = ("--gpus-per-node=0", "--cpus-per-task=2", "--time=15")

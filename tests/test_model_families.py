@@ -164,7 +164,7 @@ def test_lean_decoder_runs_qwen3_on_its_kernels_and_torch_ops_as_transformers_do
     with torch.inference_mode():
         expected, got = plain.start(ids, mask, 20), fused.start(ids, mask, 20)
         for step in range(19):
-            torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5, msg=lambda m: f"step {step}: {m}")
+            torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5, msg=lambda m, step=step: f"step {step}: {m}")
             tokens = torch.randint(2, 250, (3,), generator=g)
             expected, got = plain.step(tokens), fused.step(tokens)
     reference = AutoModelForCausalLM.from_pretrained(hf_dirs["qwen3"], dtype=torch.float32).eval()

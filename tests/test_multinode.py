@@ -20,9 +20,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from slurm_cluster import MULTI_NODES, REPO, final_state, sacct_records, slurm_cluster, wait_for_job  # noqa: F401
-from slurm_jobs import (JOB_TIMEOUT, LOCAL_NODE, RL_SETTINGS, TWO_NODES, checkpoint_step_on_exit, job_env,  # noqa: F401
-                        jobs, metrics, policy, reference, submit, submit_rl, wait_for_step)
+from slurm_cluster import MULTI_NODES, REPO, final_state, sacct_records, wait_for_job
+from slurm_jobs import (JOB_TIMEOUT, LOCAL_NODE, RL_SETTINGS, TWO_NODES, checkpoint_step_on_exit, job_env, metrics,
+                        submit, submit_rl, wait_for_step)
 
 pytestmark = [pytest.mark.slurm, pytest.mark.multinode]
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from conftest import REPO
-from slurm_cluster import sacct_records, slurm_cluster  # noqa: F401  (session fixture)
+from slurm_cluster import sacct_records
 
 pytestmark = pytest.mark.cli
 

@@ -11,8 +11,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from slurm_cluster import REPO, final_state, sacct_records, sbatch, slurm_cluster, wait_for_job  # noqa: F401
-from slurm_jobs import JOB_TIMEOUT, LOCAL_NODE, RL_SETTINGS, job_env, jobs, metrics, policy, questions, reference  # noqa: F401
+from slurm_cluster import REPO, final_state, sacct_records, sbatch, wait_for_job
+from slurm_jobs import JOB_TIMEOUT, LOCAL_NODE, RL_SETTINGS, job_env, metrics, questions
 
 pytestmark = pytest.mark.slurm
 

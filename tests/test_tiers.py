@@ -47,3 +47,12 @@ def test_an_unmarked_test_that_starts_a_process_fails_and_a_marked_one_passes(py
     result.stdout.fnmatch_lines(["*test_unmarked_with_a_process_marker_as_parameter_id_starts_a_process?cli? starts a "
                                  "process*"])
     assert subprocess.run([sys.executable, "-c", "pass"]).returncode == 0  # the real functions are back
+
+
+def test_the_markers_pytest_accepts_are_the_fast_tier_and_the_ones_conftest_enforces():
+    """pyproject.toml declares the markers (with what each means); conftest enforces PROCESS_MARKERS: a marker
+    added to one and not the other would either be refused by pytest or escape the fast tier's check."""
+    import tomllib
+
+    declared = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["tool"]["pytest"]["ini_options"]
+    assert sorted(m.split(":")[0] for m in declared["markers"]) == sorted(("fast", *PROCESS_MARKERS))

@@ -222,7 +222,7 @@ def test_fused_decode_steps_equal_the_torch_op_path(tmp_path, shape):
             tokens = torch.randint(2, model.config.vocab_size, (expected.shape[0] if step != 12 else 4,),
                                    generator=generator)
             expected, got = plain.step(tokens), fused.step(tokens)
-            torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5, msg=lambda m: f"step {step}: {m}")
+            torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5, msg=lambda m, step=step: f"step {step}: {m}")
 
 
 @pytest.mark.kernels

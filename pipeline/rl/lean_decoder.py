@@ -38,7 +38,7 @@ def _fuse(linears: list[torch.nn.Linear], name: str) -> torch.Tensor:
     parts = [getattr(m, name) for m in linears]
     fused = torch.cat([p.detach() for p in parts], dim=0)
     start = 0
-    for m, p in zip(linears, parts):
+    for p in parts:
         rows = p.shape[0]
         p.data = fused[start : start + rows]
         start += rows
