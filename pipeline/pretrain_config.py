@@ -379,17 +379,23 @@ def _coerce(value, f, default, name: str):
 
 
 def _data_eod(data: DataConfig, tokenizer, tokenizer_dir: str) -> int:
-    """The document separator the blend's .bin files were written with (their .summary.json), else the model's."""
+    """The document separator the blend's .bin files were written with (their .summary.json), else the model's;
+    a blend of corpora tokenized by different tokenizers is refused."""
     from data_prep.tokenize_corpus import resolve_eod
     from megatron_ext.training import parse_blend
 
-    recorded = {}
+    recorded, tokenizers = {}, {}
     for blend, field_name in ((data.blend, "data.blend"), (data.valid_blend, "data.valid_blend")):
         for prefix in parse_blend(blend, field_name)[0] if blend else []:
             summary = Path(f"{prefix}.summary.json")
-            eod = json.loads(summary.read_text()).get("tokenizer", {}).get("eod_id") if summary.is_file() else None
-            if eod is not None:
-                recorded[prefix] = int(eod)
+            written = json.loads(summary.read_text()).get("tokenizer", {}) if summary.is_file() else {}
+            if written.get("eod_id") is not None:
+                recorded[prefix] = int(written["eod_id"])
+            if written.get("sha256"):
+                tokenizers[prefix] = written["sha256"][:12]
+    if len(set(tokenizers.values())) > 1:
+        raise ValueError(f"the blend mixes corpora tokenized with different tokenizers (sha256 {tokenizers}): "
+                         "re-tokenize them with the model's tokenizer (python -m data_prep tokenize --tokenizer ...)")
     if len(set(recorded.values())) > 1:
         raise ValueError(f"the blend's corpora end documents with different tokens {recorded}: re-tokenize them with "
                          "one --eod-token, or set data.eod_token_id")

@@ -15,7 +15,6 @@ evaluation start from `stage2.model_dir`, any supported HF checkpoint (megatron_
 """
 
 import copy
-import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -272,10 +271,6 @@ def eval_config(recipe: PipelineRecipe, model_dir: str, out_dir: str):
                       system_prompt="" if e.template else recipe.stage2.system_prompt, max_new_tokens=e.max_new_tokens,
                       max_questions=e.max_questions, backend=e.backend, backend_options=options, output_dir=out_dir,
                       verifier=e.verifier)
-
-
-def recipe_from_dict(values: dict) -> PipelineRecipe:
-    return dataclasses.replace(PipelineRecipe(), **values)
 
 
 def default_ranks() -> int:

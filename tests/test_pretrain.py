@@ -132,6 +132,10 @@ def test_documents_are_separated_by_the_token_the_data_recorded(corpus, tmp_path
     (tmp_path / "other" / "math.summary.json").write_text(json.dumps({"tokenizer": {"eod_id": 9}}))
     with pytest.raises(ValueError, match="end documents with different tokens"):
         _cfg(corpus, tmp_path, data={"blend": [str(prefix), str(other)]}).validate(1)
+    for directory, sha in (("copy", "a" * 64), ("other", "b" * 64)):
+        (tmp_path / directory / "math.summary.json").write_text(json.dumps({"tokenizer": {"eod_id": 7, "sha256": sha}}))
+    with pytest.raises(ValueError, match="mixes corpora tokenized with different tokenizers"):
+        _cfg(corpus, tmp_path, data={"blend": [str(prefix), str(other)]}).validate(1)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="bf16 is allowed on GPU")
@@ -272,6 +276,30 @@ def test_gpt_dataset_masks_the_loss_at_document_ends(corpus, tmp_path, reset_att
         else:
             assert "attention_mask" not in s  # causal attention comes from the kernel
     assert seen_eod > 10
+
+
+def test_a_weighted_blend_samples_its_corpora_in_proportion(corpus, tmp_path):
+    import shutil
+    from collections import Counter
+
+    from megatron_ext.training import DatasetTokenizer, build_gpt_datasets, parse_blend
+
+    other = tmp_path / "other"
+    for suffix in (".bin", ".idx"):
+        shutil.copy(corpus["prefix"] + suffix, str(other) + suffix)
+    # a blend's index cache is written by rank 0 of the (here one-rank, in-process) group
+    torch.distributed.init_process_group("gloo", store=torch.distributed.FileStore(str(tmp_path / "store"), 1),
+                                         rank=0, world_size=1)
+    try:
+        train, valid = build_gpt_datasets(
+            blend=parse_blend({corpus["prefix"]: 3, str(other): 1}), valid_blend=None, split="90,10,0", seq_length=32,
+            seed=7, tokenizer=DatasetTokenizer(256, corpus["eos"]), train_samples=200, valid_samples=20,
+            eod_mask_loss=False, reset_attention_mask=False, cache_dir=tmp_path / "cache")
+    finally:
+        torch.distributed.destroy_process_group()
+    assert len(train) >= 200 and len(valid) >= 20 and len(train.datasets) == 2
+    counts = Counter(int(train[i]["dataset_id"]) for i in range(200))
+    assert abs(counts[0] - 150) <= 3 and abs(counts[1] - 50) <= 3, counts
 
 
 # ---- FLOPs and signals -------------------------------------------------------------------------------------
