@@ -17,19 +17,17 @@ import json
 import os
 import shutil
 import signal
-import sys
 from pathlib import Path
 
 import torch.distributed as dist
+
+from megatron_ext.helper_processes import EXIT_SIGNALS, become_helper, exit_signals_blocked
 
 COMPLETE_MARKER = "COMPLETE"
 MANIFEST = "manifest.json"
 CHECKSUM_MAX_BYTES = 64 << 20
 """Files up to this size get a sha256 in the manifest (metadata, small shards); larger ones are checked by size."""
 LATEST_FILE = "latest_checkpointed_iteration.txt"
-HELPER_IGNORED_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
-"""Signals the checkpoint writer's helper process ignores: SLURM sends them to every process of a job step, and
-the rank that saves a checkpoint on them needs its helper alive."""
 _writer_helper_pid: int | None = None
 
 
@@ -93,8 +91,8 @@ def start_writer_helper() -> int | None:
     serving its results queue) unless it runs already; returns its pid, None if this Megatron needs none.
 
     Megatron would start a plain one at the first save, which a TERM to the job step kills, and the rank's own
-    save on that TERM then fails (BrokenPipeError). This one ignores HELPER_IGNORED_SIGNALS and is killed when
-    the thread that started it dies (PR_SET_PDEATHSIG), so it is never orphaned: call it from the main thread.
+    save on that TERM then fails (BrokenPipeError). This one is a `helper_processes` helper: it ignores the job step's
+    exit signals and dies with the thread that started it, so it is never orphaned: call it from the main thread.
     """
     global _writer_helper_pid
     import multiprocessing
@@ -108,26 +106,17 @@ def start_writer_helper() -> int | None:
     manager = SyncManager(ctx=multiprocessing.get_context("spawn"))
     # Blocked from fork through exec to the initializer (a child inherits the mask), so a signal that arrives
     # meanwhile cannot kill the helper; this process still gets it (in another thread, or once unblocked).
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, HELPER_IGNORED_SIGNALS)
-    try:
+    with exit_signals_blocked():
         resource_tracker.ensure_running()  # the spawn's other helper; starting it unblocks SIGTERM again
-        signal.pthread_sigmask(signal.SIG_BLOCK, HELPER_IGNORED_SIGNALS)
+        signal.pthread_sigmask(signal.SIG_BLOCK, EXIT_SIGNALS)
         manager.start(_init_writer_helper, (os.getpid(),))
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
     filesystem_async._results_queue = manager.Queue()  # the queue's proxy keeps the manager alive
     _writer_helper_pid = manager._process.pid
     return _writer_helper_pid
 
 
 def _init_writer_helper(parent_pid: int) -> None:
-    for sig in HELPER_IGNORED_SIGNALS:
-        signal.signal(sig, signal.SIG_IGN)
-    if sys.platform == "linux":
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    if os.getppid() != parent_pid:  # the parent died before the line above
+    if not become_helper(parent_pid):
         os._exit(0)
 
 

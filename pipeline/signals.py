@@ -10,10 +10,11 @@ from __future__ import annotations
 import signal
 
 from megatron_ext.distributed import any_rank
+from megatron_ext.helper_processes import EXIT_SIGNALS
 
 
 class ExitSignalHandler:
-    def __init__(self, signals: tuple[int, ...] = (signal.SIGTERM, signal.SIGUSR1)):
+    def __init__(self, signals: tuple[int, ...] = EXIT_SIGNALS):
         self.received: int | None = None
         self._previous = {}
         for sig in signals:

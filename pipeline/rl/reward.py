@@ -28,7 +28,6 @@ import dataclasses
 import json
 import multiprocessing.connection
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -40,6 +39,7 @@ from pathlib import Path
 from typing import Sequence
 
 from data_prep.templates import get_template
+from megatron_ext.helper_processes import become_helper, exit_signals_blocked
 from pipeline.rl.grading import DEFAULT_VERIFIER, EQUIVALENCE_STAGES, check_stages, get_verifier
 
 
@@ -92,13 +92,7 @@ def gold_answer(gold: str | int | float, verifier: str = "lenient") -> str | Non
 def _serve(protocol_fd: int, memory_mb: str, parent_pid: str, stages: str, verifier: str) -> None:
     """Worker entry point: grade ``[job, pred, gold]`` lines from stdin, answer ``[job, equal, errors]`` lines on
     ``protocol_fd`` (the original stdout; fd 1 already points at stderr, so no library print can corrupt it)."""
-    for sig in HELPER_IGNORED_SIGNALS:  # blocked since before exec (see _Worker)
-        signal.signal(sig, signal.SIG_IGN)
-    if sys.platform == "linux":  # die with the parent even while stuck in C code (a hung grade never reads stdin)
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    if os.getppid() != int(parent_pid):
+    if not become_helper(int(parent_pid)):  # it dies with the rank even while stuck in C code (a hung grade)
         return
     if int(memory_mb) > 0:
         import resource
@@ -122,9 +116,6 @@ def _serve(protocol_fd: int, memory_mb: str, parent_pid: str, stages: str, verif
         out.flush()
 
 
-HELPER_IGNORED_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
-"""Signals workers ignore: SLURM sends them to every process of a job step, meaning "checkpoint and exit" for the
-ranks; a worker killed by one would fail the grades of the step the ranks are finishing."""
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
 _WORKER_CODE = ("import os, sys; fd = os.dup(1); os.dup2(2, 1); "
                 "from pipeline.rl.reward import _serve; _serve(fd, *sys.argv[1:])")
@@ -135,16 +126,11 @@ class _Worker:
 
     def __init__(self, config: GraderConfig):
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [_PACKAGE_ROOT, os.environ.get("PYTHONPATH")])))
-        # The child inherits the mask, so they cannot kill it before _serve ignores them; this process still gets
-        # them (in another thread, or once unblocked).
-        previous = signal.pthread_sigmask(signal.SIG_BLOCK, HELPER_IGNORED_SIGNALS)
-        try:
+        with exit_signals_blocked():
             self.process = subprocess.Popen(
                 [sys.executable, "-c", _WORKER_CODE, str(config.worker_memory_mb), str(os.getpid()),
                  ",".join(config.stages), config.verifier],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, start_new_session=True)
-        finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
         self.startup_timeout_s = config.startup_timeout_s
         self.start_deadline = time.monotonic() + config.startup_timeout_s
         self.ready = False
