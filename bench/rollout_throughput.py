@@ -6,7 +6,7 @@ engine vs transformers' `generate`, same model, prompts and sampling settings, i
 --model: an HF model directory instead of the tiny 5.25M-parameter default (e.g. the real SmolLM2-135M-Instruct
 of `python -m data_prep.real_assets`), so engines can be compared at the size at hand.
 
-Writes bench/results/rollout_throughput-<date>-<machine>.json.
+Writes bench/results/rollout_throughput[-<model dir name>]-<date>-<machine>.json.
 """
 
 from __future__ import annotations
@@ -88,7 +88,8 @@ def main() -> None:
     for r in results.values():
         if base:
             r["ratio_vs_hf_generate"] = r["tokens_per_s"] / base
-    path = write_results("rollout_throughput", {"settings": vars(args), "engines": results})
+    name = "rollout_throughput" + (f"-{Path(args.model).name}" if args.model else "")  # one file per model compared
+    path = write_results(name, {"settings": vars(args), "engines": results})
     for name, r in results.items():
         print(f"{name:12s} {r['tokens_per_s']:9,.0f} tokens/s" + (f"  ({r['ratio_vs_hf_generate']:.2f}x HF generate)" if base else ""))
     print(f"wrote {path}")

