@@ -24,6 +24,8 @@ import torch.distributed as dist
 from megatron_ext.helper_processes import EXIT_SIGNALS, become_helper, exit_signals_blocked
 
 COMPLETE_MARKER = "COMPLETE"
+RUN_DONE_FILE = "DONE"
+"""Written in a run's output directory (its last step) once it finished: a rerun has nothing to do."""
 MANIFEST = "manifest.json"
 CHECKSUM_MAX_BYTES = 64 << 20
 """Files up to this size get a sha256 in the manifest (metadata, small shards); larger ones are checked by size."""

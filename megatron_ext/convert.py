@@ -56,12 +56,13 @@ def hf_to_megatron(hf_dir: Path, out: Path, tp: int = 1, pp: int = 1) -> Path:
 def megatron_to_hf(checkpoint: Path, out: Path, tp: int = 1, pp: int = 1, dtype: str | None = None) -> Path | None:
     import torch
 
-    from megatron_ext.checkpoint import find_latest_checkpoint, load_checkpoint, load_hf_config, validate_checkpoint_dir
+    from megatron_ext.checkpoint import (COMPLETE_MARKER, LATEST_FILE, find_latest_checkpoint, load_checkpoint,
+                                         load_hf_config, validate_checkpoint_dir)
     from megatron_ext.distributed import init_distributed
     from megatron_ext.models import build_model, validate_model_config
     from megatron_ext.weights import save_hf_checkpoint
 
-    if (checkpoint / "latest_checkpointed_iteration.txt").exists() or not (checkpoint / "COMPLETE").exists():
+    if (checkpoint / LATEST_FILE).exists() or not (checkpoint / COMPLETE_MARKER).exists():
         latest = find_latest_checkpoint(checkpoint, resume_option="--checkpoint")
         checkpoint = latest if latest is not None else checkpoint
     checkpoint = validate_checkpoint_dir(checkpoint)

@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+from megatron_ext.checkpoint import RUN_DONE_FILE
 from pipeline.pretrain_config import PretrainConfig, ResolvedModel, flag, resume_incompatibility
 
 
@@ -36,7 +37,7 @@ def run_pretrain(cfg: PretrainConfig) -> Path:
     out = Path(cfg.output_dir)
     if _finished(out, cfg.schedule.train_iters):  # before validation: a requeued finished job always exits 0
         if int(os.environ.get("RANK", "0")) == 0:
-            print(f"[pretrain] {out} already finished ({(out / 'DONE').read_text().strip()} steps): nothing to do")
+            print(f"[pretrain] {out} already finished ({(out / RUN_DONE_FILE).read_text().strip()} steps): nothing to do")
         return out / "hf"
     resolved = cfg.validate(int(os.environ.get("WORLD_SIZE", "1")))
     from megatron_ext.distributed import init_distributed, set_cpu_threads
@@ -53,7 +54,7 @@ def run_pretrain(cfg: PretrainConfig) -> Path:
 
 
 def _finished(out: Path, train_iters: int) -> bool:
-    done = out / "DONE"
+    done = out / RUN_DONE_FILE
     if not (done.is_file() and (out / "hf" / "config.json").is_file()):
         return False
     try:
@@ -318,7 +319,7 @@ class Trainer:
         bar.close()
         save_hf_checkpoint(self.model, self.out / "hf", tokenizer_dir=self.resolved.tokenizer_dir)
         if self.layout.is_main:
-            (self.out / "DONE").write_text(f"{self.iteration}\n")
+            (self.out / RUN_DONE_FILE).write_text(f"{self.iteration}\n")
         dist.barrier()
         self._log(f"done: {self.iteration} steps; metrics {self.out / 'metrics.jsonl'}; model {self.out / 'hf'}")
         return self.out / "hf"

@@ -21,7 +21,8 @@ from pathlib import Path
 
 from pipeline.pretrain_config import PretrainConfig
 from pipeline.rl.config import RLConfig
-from recipes.tasks import DataTask
+from pipeline.rl.generator import context_length
+from recipes.tasks import DataTask, tokens_prefix
 
 
 @dataclass
@@ -198,8 +199,7 @@ def resolve(recipe: PipelineRecipe) -> PipelineRecipe:
             if not names:
                 raise ValueError("no pretraining data: set recipe.data.synthetic=true or recipe.data.corpora "
                                  "(or recipe.skip_stage1=true for RL only)")
-            s1.data.blend = [[w, str(data_dir / "tokens" / n.replace("/", "_").replace(":", "_"))]
-                             for w, n in zip(weights, names)]
+            s1.data.blend = [[w, str(tokens_prefix(data_dir, n))] for w, n in zip(weights, names)]
         if not s1.model.tokenizer_dir:
             s1.model.tokenizer_dir = r.data.tokenizer_dir or str(data_dir / "tokenizer")
         s2.model_dir = s2.model_dir or str(out / "stage1" / "hf")
@@ -265,7 +265,8 @@ def eval_config(recipe: PipelineRecipe, model_dir: str, out_dir: str):
     benchmarks = e.benchmarks
     if not benchmarks and not e.suite:
         benchmarks = (f"synthetic={Path(recipe.data.out_dir) / 'rl_test.jsonl'}",)
-    options = {"max_model_len": e.max_new_tokens + recipe.stage2.max_prompt_tokens + 8} if e.backend != "hf" else {}
+    options = {} if e.backend == "hf" else {
+        "max_model_len": context_length(recipe.stage2.max_prompt_tokens, e.max_new_tokens)}
     return EvalConfig(model=model_dir, benchmarks=tuple(benchmarks), suite=e.suite,
                       template=e.template or recipe.stage2.template,
                       system_prompt="" if e.template else recipe.stage2.system_prompt, max_new_tokens=e.max_new_tokens,

@@ -11,6 +11,7 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from megatron_ext.checkpoint import RUN_DONE_FILE
 from pipeline.eval.evaluate import EvalConfig
 from pipeline.pretrain_config import PretrainConfig
 from pipeline.rl.config import RLConfig
@@ -38,6 +39,11 @@ class DataTask:
     """Tokenizer worker processes (0: all cores)."""
 
 
+def tokens_prefix(data_dir: str | Path, corpus: str) -> Path:
+    """Where the data task writes a corpus's tokens (`.bin`/`.idx`); stage one's blend points there."""
+    return Path(data_dir) / "tokens" / corpus.replace("/", "_").replace(":", "_")
+
+
 def prepare_data(task: DataTask) -> dict:
     """Synthetic data and/or tokenized corpora; returns {corpus: prefix}. Idempotent (no-op when complete)."""
     from data_prep.synthetic import make_synthetic_dataset
@@ -58,7 +64,7 @@ def prepare_data(task: DataTask) -> dict:
         raise ValueError("data.tokenizer_dir is empty: real corpora need the model's tokenizer directory")
     prefixes = {}
     for name, corpus, files in jobs:
-        prefix = out / "tokens" / name.replace("/", "_").replace(":", "_")
+        prefix = tokens_prefix(out, name)
         cfg = TokenizeConfig(corpus=corpus, tokenizer=tokenizer, output_prefix=str(prefix), data_files=files,
                              max_documents=task.max_documents or None, progress=False,
                              **({"workers": task.workers} if task.workers else {}))
@@ -107,7 +113,7 @@ def _requeue_if_stopped_early(output_dir: str) -> None:
     if not job or os.environ.get("REQUEUE_ON_USR1") != "1":
         return
     # only rank 0 decides: it writes DONE last, so another rank could still see a finished run as stopped early
-    if os.environ.get("RANK", "0") == "0" and not (Path(output_dir) / "DONE").exists():
+    if os.environ.get("RANK", "0") == "0" and not (Path(output_dir) / RUN_DONE_FILE).exists():
         show = subprocess.run(["scontrol", "show", "job", job], capture_output=True, text=True, timeout=60)
         if "JobState=RUNNING" in show.stdout:
             print(f"[tasks] stopped early on the pre-timeout signal: requeueing job {job} to resume from the "

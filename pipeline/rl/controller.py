@@ -15,9 +15,10 @@ from pathlib import Path
 
 import torch
 
+from megatron_ext.checkpoint import RUN_DONE_FILE
 from megatron_ext.distributed import any_rank, set_cpu_threads, sum_over_ranks
 from pipeline.rl.config import RLConfig
-from pipeline.rl.generator import GeneratorSpec, SamplingSettings, build_generator
+from pipeline.rl.generator import GeneratorSpec, SamplingSettings, build_generator, context_length
 from pipeline.rl.rollout import Rollout, all_gather_rollouts, build_policy_batch, rank_share, step_question_ids
 
 
@@ -64,7 +65,7 @@ def run_rl(cfg: RLConfig) -> Path:
     exit_handler = ExitSignalHandler()
     learner = Learner(cfg, layout, cfg.model_dir)
     generator = build_generator(cfg.generator, GeneratorSpec(cfg.model_dir, seed=cfg.seed + layout.rank,
-                                                             max_model_len=cfg.max_prompt_tokens + cfg.max_new_tokens + 8,
+                                                             max_model_len=context_length(cfg.max_prompt_tokens, cfg.max_new_tokens),
                                                              options=cfg.generator_options))
     start_step = 0
     if resume is not None:
@@ -150,7 +151,7 @@ def run_rl(cfg: RLConfig) -> Path:
             return out / "checkpoints"
     save_hf_checkpoint(learner.model, out / "hf", tokenizer_dir=cfg.model_dir, dtype=torch.float32)
     if layout.is_main:
-        (out / "DONE").write_text(f"{step}\n")
+        (out / RUN_DONE_FILE).write_text(f"{step}\n")
         print(f"[rl] done: {step} steps. metrics: {out / 'metrics.jsonl'}  model: {out / 'hf'}", flush=True)
     grader.close()
     metrics.close()
@@ -173,10 +174,10 @@ def _seed(seed: int, step: int, rank: int) -> int:
 def _finished_steps(out: Path) -> int:
     """Steps of a finished run in `out` (its DONE marker and final model), 0 if none. A larger `steps` continues it
     from its last checkpoint."""
-    if not ((out / "hf" / "config.json").exists() and (out / "DONE").exists()):
+    if not ((out / "hf" / "config.json").exists() and (out / RUN_DONE_FILE).exists()):
         return 0
     try:
-        return int((out / "DONE").read_text().split()[0])
+        return int((out / RUN_DONE_FILE).read_text().split()[0])
     except (ValueError, IndexError):
         return 0
 

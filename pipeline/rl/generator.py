@@ -71,6 +71,11 @@ class GeneratorSpec:
     """Engine-specific settings (e.g. vLLM's gpu_memory_utilization)."""
 
 
+def context_length(max_prompt_tokens: int, max_new_tokens: int) -> int:
+    """An engine's max_model_len for prompts and responses of these budgets, with a few tokens to spare."""
+    return max_prompt_tokens + max_new_tokens + 8
+
+
 GENERATORS: dict[str, str] = {
     "vllm": "pipeline.rl.vllm_engine:VLLMGenerator",
     "torch": "pipeline.rl.torch_engine:TorchGenerator",
