@@ -135,7 +135,8 @@ def _step(shape: Shape, num_layers: int, *, fake: bool) -> dict:
 def _policy_loss(model, tokens, positions, cfg, vocab_size: int):
     """Stage two's loss through the learner's own code: one row per response (the layout on GPU layers), responses
     filling the whole budget after a full-length prompt (the worst case)."""
-    from pipeline.rl.learner import PolicyBatch, microbatch_policy_loss
+    from pipeline.rl.learner import microbatch_policy_loss
+    from pipeline.rl.rollout import PolicyBatch
 
     B, S = tokens.shape
     mask = torch.zeros(B, S, dtype=torch.bool, device=tokens.device)

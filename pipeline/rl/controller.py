@@ -116,7 +116,7 @@ def run_rl(cfg: RLConfig) -> Path:
         generator.sleep()
         batch = build_policy_batch(rollouts, adv_B, tokenizer.pad_token_id or 0)
         per_dp = batch.size // layout.dp
-        train_metrics = learner.train(batch.rows(slice(layout.dp_rank * per_dp, (layout.dp_rank + 1) * per_dp)),
+        train_metrics = learner.update(batch.rows(slice(layout.dp_rank * per_dp, (layout.dp_rank + 1) * per_dp)),
                                       num_responses_global=batch.size, num_tokens_global=int(batch.response_mask_BS.sum()))
         timings["time/train_s"] = time.perf_counter() - t0
 

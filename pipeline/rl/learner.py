@@ -11,7 +11,6 @@ update runs in megatron_ext.shared_prefix's layout: each group's prompt once, th
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
@@ -22,6 +21,7 @@ from megatron_ext.logprobs import vocab_parallel_logprobs_and_entropy, vocab_par
 from megatron_ext.schedule import forward_backward, wrap_with_ddp
 from megatron_ext.weights import export_hf_weights, load_hf_weights
 from pipeline.rl.loss import policy_loss, tis_weights
+from pipeline.rl.rollout import PolicyBatch
 
 METRIC_KEYS = ("loss", "entropy", "clip_frac", "approx_kl", "kl_ref", "logp_mismatch", "tis_truncated", "tokens")
 MISMATCH_QUANTILE = 0.99
@@ -30,29 +30,6 @@ MISMATCH_QUANTILE = 0.99
 def _scaled(logits: torch.Tensor, temperature: float) -> torch.Tensor:
     """Logits of the sampling distribution; at temperature 1 the logits themselves (x / 1 is x: no copy)."""
     return logits if temperature == 1.0 else logits / temperature
-
-
-@dataclass
-class PolicyBatch:
-    tokens_BS: torch.Tensor
-    """Prompt + response token ids, right-padded, [B, S]."""
-    response_mask_BS: torch.Tensor
-    """True where the token at that position is a generated response token (bool, [B, S])."""
-    engine_logp_BS: torch.Tensor
-    """Behaviour log-prob of each response token from the rollout engine, at the token's position (0 elsewhere)."""
-    adv_B: torch.Tensor
-    """Advantage of each response."""
-
-    def rows(self, sl: slice) -> "PolicyBatch":
-        return PolicyBatch(self.tokens_BS[sl], self.response_mask_BS[sl], self.engine_logp_BS[sl], self.adv_B[sl])
-
-    def to(self, device: torch.device) -> "PolicyBatch":
-        return PolicyBatch(*(t.to(device, non_blocking=True) for t in
-                             (self.tokens_BS, self.response_mask_BS, self.engine_logp_BS, self.adv_B)))
-
-    @property
-    def size(self) -> int:
-        return self.tokens_BS.shape[0]
 
 
 def token_logprobs_and_entropy(logits_BTV: torch.Tensor, target_BT: torch.Tensor, vocab_size: int, temperature: float,
@@ -102,7 +79,7 @@ def microbatch_policy_loss(logits, mb: dict, batch: PolicyBatch, old_logp_BS, re
         logp, old, batch.adv_B[rows], mask, clip_eps=cfg.clip_eps, aggregation=cfg.aggregation,
         max_new_tokens=cfg.max_new_tokens, kl_coef=cfg.kl_coef,
         ref_logp_BT=at_tokens(ref_logp_BS) if ref_logp_BS is not None else None,
-        num_responses=num_responses, num_tokens=num_tokens, check_lengths=False,  # Learner.train checked them
+        num_responses=num_responses, num_tokens=num_tokens, check_lengths=False,  # Learner.update checked them
         token_weight_BT=weights,
     )
     n = metrics["num_tokens"]
@@ -188,7 +165,7 @@ class Learner:
 
     # ---- update ------------------------------------------------------------------------------------------
 
-    def train(self, batch: PolicyBatch, *, num_responses_global: int, num_tokens_global: int) -> dict:
+    def update(self, batch: PolicyBatch, *, num_responses_global: int, num_tokens_global: int) -> dict:
         """PPO epochs over this DP rank's responses; returns step metrics averaged over the whole step."""
         cfg = self.cfg
         dp = self.layout.dp

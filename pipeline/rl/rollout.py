@@ -12,8 +12,6 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from pipeline.rl.learner import PolicyBatch
-
 
 @dataclass
 class Rollout:
@@ -58,6 +56,29 @@ def all_gather_rollouts(local: list[Rollout]) -> list[Rollout]:
     # every token list first), seconds per step at the paper's 1024 responses x 3000 tokens
     dist.all_gather_object(gathered, local)
     return [r for part in gathered for r in part]
+
+
+@dataclass
+class PolicyBatch:
+    tokens_BS: torch.Tensor
+    """Prompt + response token ids, right-padded, [B, S]."""
+    response_mask_BS: torch.Tensor
+    """True where the token at that position is a generated response token (bool, [B, S])."""
+    engine_logp_BS: torch.Tensor
+    """Behaviour log-prob of each response token from the rollout engine, at the token's position (0 elsewhere)."""
+    adv_B: torch.Tensor
+    """Advantage of each response."""
+
+    def rows(self, sl: slice) -> "PolicyBatch":
+        return PolicyBatch(self.tokens_BS[sl], self.response_mask_BS[sl], self.engine_logp_BS[sl], self.adv_B[sl])
+
+    def to(self, device: torch.device) -> "PolicyBatch":
+        return PolicyBatch(*(t.to(device, non_blocking=True) for t in
+                             (self.tokens_BS, self.response_mask_BS, self.engine_logp_BS, self.adv_B)))
+
+    @property
+    def size(self) -> int:
+        return self.tokens_BS.shape[0]
 
 
 def build_policy_batch(rollouts: list[Rollout], adv_B: torch.Tensor, pad_id: int) -> PolicyBatch:

@@ -41,7 +41,7 @@ def main():
         cfg = RLConfig(model_dir=model_dir, train_questions="unused", lr=1e-3, max_new_tokens=16, group_size=2,
                        micro_batch_size=2, bf16=False, tp=tp, pp=pp, **{"minibatches_per_step": 1, **extra})
         learner = Learner(cfg, layout, model_dir)
-        metrics = learner.train(batch, num_responses_global=full.size,
+        metrics = learner.update(batch, num_responses_global=full.size,
                                 num_tokens_global=int(full.response_mask_BS.sum()))
         logp = learner.logprobs(batch)
         result[name] = {

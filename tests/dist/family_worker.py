@@ -121,7 +121,7 @@ def shared_prompt_update(hf_dir: Path, layout, tp: int, pp: int, result: dict) -
                        minibatches_per_step=1)
         learner = Learner(cfg, layout, str(hf_dir))
         calls["n"] = 0
-        metrics = learner.train(batch, num_responses_global=batch.size,
+        metrics = learner.update(batch, num_responses_global=batch.size,
                                 num_tokens_global=int(batch.response_mask_BS.sum()))
         grads = torch.cat([p.main_grad.flatten() for p in learner.model.parameters()])
         runs[shared] = (metrics, grads, calls["n"], learner._shared_prompt_microbatches(batch) is not None)

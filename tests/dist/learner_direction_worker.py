@@ -29,7 +29,7 @@ def main():
 
     before = sequence_logp()
     for _ in range(3):
-        metrics = learner.train(batch, num_responses_global=4, num_tokens_global=int(batch.response_mask_BS.sum()))
+        metrics = learner.update(batch, num_responses_global=4, num_tokens_global=int(batch.response_mask_BS.sum()))
     delta = (sequence_logp() - before).tolist()
     (out_dir / f"rank{layout.rank}.json").write_text(json.dumps({"delta": delta, "adv": adv.tolist(), "metrics": metrics}))
 

@@ -41,7 +41,7 @@ def main():
                        micro_batch_size=2, bf16=False, tp=tp, pp=pp, shared_prompt_update=False, ppo_epochs=2,
                        kl_coef=0.05, temperature=0.8, **{**BASE, **options})
         learner = Learner(cfg, layout, model_dir)
-        metrics = learner.train(batch, num_responses_global=batch.size,
+        metrics = learner.update(batch, num_responses_global=batch.size,
                                 num_tokens_global=int(batch.response_mask_BS.sum()))
         grads = torch.cat([p.main_grad.flatten() for p in learner.model.parameters()])
         logp = learner.logprobs(batch)

@@ -34,7 +34,7 @@ def main():
         offset = torch.zeros_like(learner_logp)
         offset[:, ::2] = 0.3
         batch.engine_logp_BS = torch.where(batch.response_mask_BS, learner_logp - offset, 0.0)
-        result[name] = learner.train(batch, num_responses_global=batch.size,
+        result[name] = learner.update(batch, num_responses_global=batch.size,
                                      num_tokens_global=int(batch.response_mask_BS.sum()))
     (out_dir / f"rank{layout.rank}.json").write_text(json.dumps(result))
 
