@@ -24,18 +24,15 @@ import warnings
 from pathlib import Path
 
 SOURCE = Path(__file__).with_suffix(".cpp")
-DISABLE_ENV = "PIPELINE_DECODE_KERNELS"
-"""Set to 0 to run the torch-op decode path instead (the reference the kernels are tested against)."""
 
 _loaded = None
 _failure: str | None = None
 
 
 def load(*, verbose: bool = False):
-    """The compiled module, or None where it cannot be built (the reason in `failure()`) or is disabled."""
+    """The compiled module, or None where it cannot be built (the reason in `failure()`). The torch engine's one
+    switch is `generator_options.fused_kernels` (false: the torch-op path the kernels are tested against)."""
     global _loaded, _failure
-    if os.environ.get(DISABLE_ENV, "1") == "0":
-        return None
     if _loaded is not None or _failure is not None:
         return _loaded
     try:
@@ -97,7 +94,7 @@ def failure() -> str | None:
 def main() -> int:
     module = load(verbose="-v" in sys.argv)
     if module is None:
-        print(f"[decode kernels] not built: {_failure or f'{DISABLE_ENV}=0'}")
+        print(f"[decode kernels] not built: {_failure}")
         return 1
     print(f"[decode kernels] ready: {module.__file__}")
     return 0
