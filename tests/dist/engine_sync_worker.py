@@ -29,7 +29,7 @@ def main():
     load_hf_weights(model, hf_dir)
     generator = build_generator(engine, GeneratorSpec(str(hf_dir), seed=layout.rank, max_model_len=128))
     prompts = [[5 + i, 40 + i, 41, 42, 43 + 2 * i] for i in range(3)]
-    result = {"rank": layout.rank, "max_abs_diff": [], "tokens_changed": []}
+    result = {"rank": layout.rank, "max_abs_diff": [], "logits_scale": [], "tokens_changed": []}
     previous = None
     for push in range(3):
         if push > 0:  # stands in for an optimizer step: same perturbation of the full model on every rank
@@ -42,16 +42,18 @@ def main():
                     p.add_(0.2 * scale * torch.randn(p.shape, generator=g).to(p.device))
         generator.update_weights(export_hf_weights(model, include_tied_lm_head=True))
         groups = generator.generate(prompts, SamplingSettings(max_new_tokens=12, temperature=1.0, n=2, seed=7))
-        worst = 0.0
+        worst, scale = 0.0, 0.0
         for prompt, group in zip(prompts, groups):
             for s in group:
                 tokens = torch.tensor([prompt + s.token_ids])
                 logits = forward_logits(model, tokens)
+                scale = max(scale, logits.abs().max().item())
                 logp = vocab_parallel_logprobs(logits[:, :-1], tokens[:, 1:].to(logits.device), config.vocab_size)
                 logp = logp[0, len(prompt) - 1 :].cpu()
                 worst = max(worst, (logp - torch.tensor(s.logprobs)).abs().max().item())
         sampled = [s.token_ids for g_ in groups for s in g_]
         result["max_abs_diff"].append(worst)
+        result["logits_scale"].append(scale)
         result["tokens_changed"].append(previous is not None and sampled != previous)
         previous = sampled
     (out_dir / f"rank{layout.rank}.json").write_text(json.dumps(result))
