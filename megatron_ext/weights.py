@@ -293,9 +293,12 @@ def save_hf_checkpoint(
     tokenizer_dir: str | os.PathLike | None = None,
     max_shard_bytes: int = 2 * 1024**3,
     dtype: torch.dtype | None = None,
+    extra_eos_ids: tuple[int, ...] = (),
 ) -> Path | None:
     """Write the model as a HF directory (rank 0 writes; every rank must call). Atomic: a temp dir is
-    renamed onto `out_dir` only when complete. Returns the path on rank 0."""
+    renamed onto `out_dir` only when complete. Returns the path on rank 0. `extra_eos_ids` join
+    generation_config.json's eos_token_id: tokens the model was trained to end on besides its EOS (stage one: the
+    corpus's document separator, which for a chat model is not its EOS)."""
     from safetensors.torch import save_file
 
     gpt = unwrap_model(model)
@@ -339,9 +342,29 @@ def save_hf_checkpoint(
         from megatron_ext.checkpoint import copy_tokenizer_files
 
         copy_tokenizer_files(tokenizer_dir, tmp)
+    if extra_eos_ids:
+        _add_eos_ids(tmp, config, extra_eos_ids)
     if out_dir.exists():
         shutil.rmtree(out_dir)
     tmp.rename(out_dir)
     if dist.is_initialized():
         dist.barrier()
     return out_dir
+
+
+def _add_eos_ids(model_dir: Path, hf_config, ids: tuple[int, ...]) -> None:
+    """generation_config.json's eos_token_id extended by `ids` (the file made from the model config if absent)."""
+    from transformers import GenerationConfig
+
+    if (model_dir / "generation_config.json").is_file():
+        generation = GenerationConfig.from_pretrained(model_dir)
+    else:
+        generation = GenerationConfig.from_model_config(hf_config)
+    eos = generation.eos_token_id
+    eos = list(eos) if isinstance(eos, (list, tuple)) else [] if eos is None else [eos]
+    if hf_config.eos_token_id is not None and hf_config.eos_token_id not in eos:
+        eos.insert(0, hf_config.eos_token_id)
+    extended = eos + [int(i) for i in ids if int(i) not in eos]
+    if extended != eos:
+        generation.eos_token_id = extended if len(extended) > 1 else extended[0]
+        generation.save_pretrained(model_dir)

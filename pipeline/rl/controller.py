@@ -130,7 +130,7 @@ def run_rl(cfg: RLConfig) -> Path:
                                               + grade_stats.get("grading_timeouts", 0), grade_stats.get("no_answer", 0)])
         record = {**rollout_metrics(rollouts, cfg.group_size), **train_metrics, **timings,
                   "rollout/grading_failures": failures, "rollout/no_answer_rate": no_answer / len(rollouts)}
-        if test_qs and (step % cfg.eval_every == 0 or step == cfg.steps):
+        if test_qs and (step == cfg.steps or cfg.eval_every and step % cfg.eval_every == 0):
             record.update(_evaluate(generator, grader, test_qs, template, cfg, layout))
         metrics.log(step, record)
         if layout.is_main:

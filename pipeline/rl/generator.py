@@ -76,6 +76,16 @@ def context_length(max_prompt_tokens: int, max_new_tokens: int) -> int:
     return max_prompt_tokens + max_new_tokens + 8
 
 
+def stop_token_ids(model, tokenizer) -> list[int]:
+    """The tokens that end a generation, as vLLM reads them: generation_config.json's eos_token_id (one id or a
+    list: a stage-one export adds the document separator it was trained on), config.json's and the tokenizer's."""
+    ids: list = []
+    for source in (getattr(model, "generation_config", None), model.config, tokenizer):
+        eos = getattr(source, "eos_token_id", None)
+        ids.extend(eos if isinstance(eos, (list, tuple)) else [eos])
+    return sorted({int(e) for e in ids if e is not None})
+
+
 GENERATORS: dict[str, str] = {
     "vllm": "pipeline.rl.vllm_engine:VLLMGenerator",
     "torch": "pipeline.rl.torch_engine:TorchGenerator",

@@ -13,7 +13,7 @@ from typing import Iterable
 
 import torch
 
-from pipeline.rl.generator import GeneratorSpec, Sample, SamplingSettings
+from pipeline.rl.generator import GeneratorSpec, Sample, SamplingSettings, stop_token_ids
 from pipeline.rl.lean_decoder import LeanDecoder
 
 
@@ -55,11 +55,7 @@ class TorchGenerator:
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.model = AutoModelForCausalLM.from_pretrained(spec.model_dir, dtype=torch.float32).to(self.device).eval()
         self.vocab_size = self.model.config.vocab_size
-        eos = self.model.config.eos_token_id
-        eos = eos if isinstance(eos, (list, tuple)) else [eos]
-        if self.tokenizer.eos_token_id is not None:
-            eos = [*eos, self.tokenizer.eos_token_id]
-        self.eos_ids = sorted({e for e in eos if e is not None})
+        self.eos_ids = stop_token_ids(self.model, self.tokenizer)
         self.batch_size = int(spec.options.get("batch_size", 256))
         fused = spec.options.get("fused_kernels", True)
         if not isinstance(fused, bool):  # a string "false" would otherwise read as true
