@@ -2,6 +2,7 @@
 experiment: data -> stage one -> eval -> stage two -> eval -> report.
 
     nemo-run recipes/llama3b_math_then_drgrpo.py                     # tiny CPU pipeline, local executor
+    nemo-run recipes/llama3b_math_then_drgrpo.py recipe=smollm2_cpu  # a real model (SmolLM2-135M) on a laptop
     nemo-run recipes/llama3b_math_then_drgrpo.py recipe=llama32_3b_a100 \
         recipe.stage1.model.hf_dir=/models/Llama-3.2-3B recipe.data.tokenizer_dir=/models/Llama-3.2-3B \
         recipe.stage2.train_questions=math:/data/MATH?levels=3-5 recipe.eval.suite=/data/evaluation_suite \
@@ -33,6 +34,7 @@ from recipes.pipeline_recipe import PipelineRecipe, default_ranks, llama32_3b_a1
 from recipes.pipeline_recipe import llama32_3b_a100_oat_zero_data as _llama32_3b_a100_oat_zero_data  # noqa: E402
 from recipes.pipeline_recipe import qwen25_math_1p5b as _qwen25_math_1p5b  # noqa: E402
 from recipes.pipeline_recipe import qwen25_math_7b_oat_zero as _qwen25_math_7b_oat_zero  # noqa: E402
+from recipes.pipeline_recipe import smollm2_cpu as _smollm2_cpu  # noqa: E402
 from recipes.pipeline_recipe import tiny_cpu as _tiny_cpu  # noqa: E402
 
 
@@ -48,6 +50,11 @@ def _as_config(value):
 @run.cli.factory
 def tiny_cpu() -> run.Config[PipelineRecipe]:
     return _as_config(_tiny_cpu())
+
+
+@run.cli.factory
+def smollm2_cpu() -> run.Config[PipelineRecipe]:
+    return _as_config(_smollm2_cpu())
 
 
 @run.cli.factory

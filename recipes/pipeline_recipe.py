@@ -84,6 +84,40 @@ def tiny_cpu() -> PipelineRecipe:
     return recipe
 
 
+SMOLLM2_SYSTEM_PROMPT = "Please reason step by step, and put your final answer within \\boxed{}."
+
+
+def smollm2_cpu(assets_dir: str = "") -> PipelineRecipe:
+    """A real pretrained model on 2 CPU cores in about 25 minutes: SmolLM2-135M-Instruct (30 layers, tied, ChatML),
+    built from PyPI by the data task (`data_prep.real_assets`, into `assets_dir` or ~/.cache/r1zero/real_assets).
+
+    Stage one continues it on CHAMP's 270 worked competition solutions and the synthetic arithmetic solutions,
+    which end in "The answer is \\boxed{N}." (as is, the model never boxes an answer: Dr. GRPO would see reward 0
+    on every sample); its export stops at that corpus's document end. Stage two: Dr. GRPO on the synthetic
+    arithmetic questions through the model's own chat template, evaluated greedily on 100 held-out ones."""
+    from data_prep.real_assets import MODEL_DIR, default_out
+
+    root = Path(assets_dir).expanduser() if assets_dir else default_out()
+    model = str(root / MODEL_DIR)
+    recipe = PipelineRecipe(output_dir="outputs/smollm2_cpu", model_shape="smollm2-135m")
+    recipe.data = DataTask(real_assets_dir=str(root), tokenizer_dir=model, num_pretrain_docs=4000,
+                           corpora={"jsonl": 1.0}, corpus_files={"jsonl": [str(root / "champ" / "solutions.jsonl")]})
+    s1 = recipe.stage1
+    s1.model.hf_dir = model
+    s1.data.seq_length, s1.data.split = 256, "90,10,0"
+    s1.schedule.train_iters, s1.schedule.global_batch_size, s1.schedule.micro_batch_size = 40, 8, 2
+    s1.schedule.eval_interval, s1.schedule.eval_iters = 20, 2
+    s1.optim.lr, s1.optim.min_lr, s1.optim.warmup_iters, s1.optim.weight_decay = 1e-4, 1e-5, 4, 0.0
+    s1.checkpoint.interval = 20
+    recipe.stage2 = RLConfig(
+        template="chat", system_prompt=SMOLLM2_SYSTEM_PROMPT, generator="auto", questions_per_step=8, group_size=8,
+        max_new_tokens=64, max_prompt_tokens=128, lr=1e-5, bf16=False, micro_batch_size=8, minibatches_per_step=1,
+        steps=16, eval_every=8, eval_max_questions=100, checkpoint_every=8, log_generations=-1,
+    )
+    recipe.eval = EvalTask(max_new_tokens=64, max_questions=100, backend="torch")
+    return recipe
+
+
 def llama32_3b_a100(hf_model: str = "", math_train: str = "", eval_suite: str = "") -> PipelineRecipe:
     """The paper's Llama experiment (Table 4; the authors' examples/llama3.2-3b-numinaqa.sh) on 80 GB A100 nodes:
     Llama-3.2-3B continued on FineMath-4+ and NuminaMath QA text, then Dr. GRPO with the authors' settings: r1
@@ -174,7 +208,7 @@ def qwen25_math_1p5b(hf_model: str = "", math_train: str = "", eval_suite: str =
     return recipe
 
 
-RECIPES = {"tiny_cpu": tiny_cpu, "llama32_3b_a100": llama32_3b_a100,
+RECIPES = {"tiny_cpu": tiny_cpu, "smollm2_cpu": smollm2_cpu, "llama32_3b_a100": llama32_3b_a100,
            "llama32_3b_a100_oat_zero_data": llama32_3b_a100_oat_zero_data,
            "qwen25_math_7b_oat_zero": qwen25_math_7b_oat_zero, "qwen25_math_1p5b": qwen25_math_1p5b}
 

@@ -21,7 +21,8 @@ RECIPE = REPO / "recipes" / "llama3b_math_then_drgrpo.py"
 QWEN_RECIPES = ["qwen25_math_7b_oat_zero", "qwen25_math_1p5b"]
 
 
-@pytest.mark.parametrize("variant", ["tiny_cpu", "llama32_3b_a100", "llama32_3b_a100_oat_zero_data", *QWEN_RECIPES])
+@pytest.mark.parametrize("variant", ["tiny_cpu", "smollm2_cpu", "llama32_3b_a100", "llama32_3b_a100_oat_zero_data",
+                                     *QWEN_RECIPES])
 def test_every_variant_builds_and_validates(variant, tmp_path):
     from recipes.experiment import build_tasks
     from recipes.pipeline_recipe import RECIPES
@@ -32,7 +33,7 @@ def test_every_variant_builds_and_validates(variant, tmp_path):
         recipe.stage1.model.hf_dir = recipe.data.tokenizer_dir = "/models/Llama-3.2-3B"
     if variant in QWEN_RECIPES:
         recipe.stage2.model_dir = "/models/Qwen2.5-Math"
-    if variant != "tiny_cpu":
+    if variant not in ("tiny_cpu", "smollm2_cpu"):
         recipe.stage2.train_questions = "math:/data/math_12k"
     tasks = dict((n, p) for n, p, _ in build_tasks(recipe))
     stage2 = tasks["stage2"].cfg
@@ -51,7 +52,14 @@ def test_every_variant_builds_and_validates(variant, tmp_path):
         assert (stage2.train_levels, stage2.verifier, stage2.grad_reduce_in_fp32) == ((3, 4, 5), "math_verify", False)
     if variant == "qwen25_math_1p5b":  # MATH-12k of all levels, the fast verifier
         assert (stage2.train_levels, stage2.verifier, stage2.grad_reduce_in_fp32) == ((), "fast", True)
-    if variant != "tiny_cpu":  # the authors' settings (understand-r1-zero examples/*.sh)
+    if variant == "smollm2_cpu":  # the real model, built by the data task, its chat template; stage one from it
+        model = Path(recipe.data.real_assets_dir) / "smollm2-135m-instruct"
+        assert tasks["stage1"].cfg.model.hf_dir == tasks["data"].task.tokenizer_dir == str(model)
+        assert tasks["stage1"].cfg.data.blend == [[1.0, str(tmp_path / "out" / "data" / "tokens" / "synthetic")],
+                                                  [1.0, str(tmp_path / "out" / "data" / "tokens" / "jsonl")]]
+        assert (stage2.template, tasks["eval_before"].cfg.template) == ("chat", "chat")
+        assert stage2.system_prompt == tasks["eval_before"].cfg.system_prompt != ""
+    if variant not in ("tiny_cpu", "smollm2_cpu"):  # the authors' settings (understand-r1-zero examples/*.sh)
         assert (stage2.lr, stage2.group_size, stage2.questions_per_step, stage2.max_new_tokens) == (1e-6, 8, 128, 3000)
         assert (stage2.temperature, stage2.aggregation, stage2.std_normalize, stage2.kl_coef) == (1.0, "dr_grpo", False, 0.0)
         assert stage2.minibatches_per_step == 8  # train_batch_size 128 of 128 x 8 rollouts
