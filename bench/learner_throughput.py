@@ -1,7 +1,7 @@
 """Learner throughput: Megatron-core GPTModel forward+backward tokens/s vs transformers' LlamaForCausalLM of
 the same shape and weights, measured alternately in one process (fp32 on CPU, bf16 on GPU).
 
-    python bench/learner_throughput.py [--preset tiny|small|llama3.2-3b] [--seq 256] [--batch 8] [--repeats 10]
+    python bench/learner_throughput.py [--preset tiny|small|smollm2-135m|llama3.2-3b] [--seq 256] [--batch 8] [--repeats 10]
 
 Writes bench/results/learner_throughput-<date>-<machine>.json. Target on CPU: Megatron >= 0.95x HF.
 """
@@ -25,6 +25,9 @@ SHAPES = {
     # ~30M params
     "small": dict(hidden_size=512, intermediate_size=1408, num_hidden_layers=8, num_attention_heads=8,
                   num_key_value_heads=2, head_dim=64, vocab_size=4096),
+    # SmolLM2-135M (the real model of tests and the smollm2_cpu recipe): 9 / 3 heads, 30 layers
+    "smollm2-135m": dict(hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
+                         num_key_value_heads=3, head_dim=64, vocab_size=49152),
     "llama3.2-3b": dict(hidden_size=3072, intermediate_size=8192, num_hidden_layers=28, num_attention_heads=24,
                         num_key_value_heads=8, head_dim=128, vocab_size=128256),
 }
@@ -103,7 +106,7 @@ def main() -> None:
         "ratio_megatron_vs_hf": mega_tps / hf_tps, "target_ratio": 0.95,
         "megatron_step_s": megatron_times, "hf_step_s": hf_times,
     }
-    path = write_results("learner_throughput", results)
+    path = write_results("learner_throughput" + ("" if args.preset == "tiny" else f"-{args.preset}"), results)
     print(f"[{args.preset}, {n_params / 1e6:.1f}M params, {args.batch}x{args.seq}, {dtype}] "
           f"Megatron {mega_tps:,.0f} tok/s, HF {hf_tps:,.0f} tok/s -> ratio {mega_tps / hf_tps:.3f} (target >= 0.95)")
     print(f"wrote {path}")

@@ -4,7 +4,7 @@ budget, on this machine in one run. Also reports the share of our step spent in 
 
     bash bench/setup_trl.sh                       # once: TRL in its own venv
     .venv/bin/python bench/rl_step_throughput.py [--steps 8] [--warmup 2] [--prompts 4] [--group 8] [--max-new 64]
-        [--ours torch:1,torch:2,vllm:1] [--rounds 1] [--no-trl]
+        [--ours torch:1,torch:2,vllm:1] [--rounds 1] [--no-trl] [--model DIR --questions JSONL] [--micro-batch N]
 
 Both sides: prompts x group completions per step from one generation call, at most max-new tokens each, the
 same binary reward (our RewardGrader; a completion cut at the budget scores 0), one optimizer step per RL step,
@@ -106,7 +106,7 @@ def run_ours(model: Path, questions: Path, out: Path, *, ranks: int, generator: 
     cfg = dict(model_dir=str(model), output_dir=str(out), train_questions=str(questions), template="none",
                generator=generator, questions_per_step=args.prompts, group_size=args.group,
                max_new_tokens=args.max_new, steps=args.steps + args.warmup, eval_every=10**6,
-               checkpoint_every=10**6, micro_batch_size=args.prompts * args.group // ranks,
+               checkpoint_every=10**6, micro_batch_size=args.micro_batch or args.prompts * args.group // ranks,
                minibatches_per_step=1, lr=1e-6, seed=0, log_generations=0)  # one update per generate, as TRL's
     config = out.with_suffix(".json")
     config.write_text(json.dumps(cfg))
@@ -139,7 +139,7 @@ def run_trl(model: Path, questions: Path, out: Path, args) -> dict:
     env.pop("OMP_NUM_THREADS", None)  # one process: torch's default, every core (as our ranks share them)
     _run([str(TRL_PYTHON), str(REPO / "bench" / "trl_grpo_step.py"), str(model), str(questions), str(out),
           "--prompts", str(args.prompts), "--group", str(args.group), "--max-new", str(args.max_new),
-          "--steps", str(args.steps + args.warmup)], env, out.with_suffix(".log"), "TRL GRPOTrainer")
+          "--steps", str(args.steps + args.warmup), "--micro-batch", str(args.micro_batch)], env, out.with_suffix(".log"), "TRL GRPOTrainer")
     result = json.loads(out.read_text())
     step_s = result["step_s"][args.warmup:]
     seen = result["seen_per_step"][args.warmup:]
@@ -170,6 +170,14 @@ def main() -> None:
     p.add_argument("--ours", default="torch:1,torch:2,vllm:1", help="generator:ranks runs of ours")
     p.add_argument("--rounds", type=int, default=1, help="alternations of TRL and ours")
     p.add_argument("--no-trl", action="store_true", help="measure ours only (no TRL venv)")
+    p.add_argument("--micro-batch", type=int, default=0, help="completions per forward/backward on each side (ours: "
+                   "per rank; the rest by gradient accumulation, still one optimizer step per generate); 0: all of a "
+                   "rank's at once. At SmolLM2-135M x 128 new tokens, 64 (TRL) or 32 per rank (ours) at once "
+                   "exceed 24 GiB")
+    p.add_argument("--model", default="", help="HF model directory instead of the tiny 5.25M-parameter Llama (e.g. "
+                   "SmolLM2-135M-Instruct from `python -m data_prep.real_assets`); needs --questions")
+    p.add_argument("--questions", default="", help="{question, answer} jsonl for --model (e.g. the synthetic "
+                   "rl_train.jsonl of `python -m data_prep synthetic`)")
     args = p.parse_args()
     if not args.no_trl and not trl_available():
         raise SystemExit("TRL venv missing: run `bash bench/setup_trl.sh` first (or pass --no-trl)")
@@ -177,7 +185,9 @@ def main() -> None:
     rounds = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        model, questions = make_inputs(tmp)
+        if bool(args.model) != bool(args.questions):
+            raise SystemExit("--model and --questions go together")
+        model, questions = (Path(args.model), Path(args.questions)) if args.model else make_inputs(tmp)
         for i in range(args.rounds):
             trl = None if args.no_trl else run_trl(model, questions, tmp / f"trl-{i}.json", args)
             ours = [run_ours(model, questions, tmp / f"ours-{g}-{r}-{i}", ranks=r, generator=g, args=args)
@@ -211,7 +221,7 @@ def main() -> None:
                              "cpu_ratio_vs_trl": med(x["cpu_ratio_vs_trl"] for x in runs)})
     results = {"settings": vars(args), "trl": trl_summary, "ours": ours_summary, "rounds": rounds,
                "targets": {"ratio_vs_trl": 1.5, "sync_share": 0.05}}
-    path = write_results("rl_step_throughput", results)
+    path = write_results("rl_step_throughput" + (f"-{Path(args.model).name}" if args.model else ""), results)
     if trl_summary:
         print(f"TRL GRPOTrainer: {trl_summary['samples_per_s']:.1f} samples/s (median step "
               f"{trl_summary['median_step_s']:.2f}s, {trl_summary['cpu_s_per_step']:.2f} CPU s, "

@@ -4,8 +4,9 @@ size, batch and generation budget as bench/rl_step_throughput.py. Runs in the TR
     .venv-trl/bin/python bench/trl_grpo_step.py MODEL_DIR QUESTIONS_JSONL OUT_JSON --prompts 4 --group 8 --max-new 64 --steps 8
 
 Matched to our step (pipeline.rl with its defaults): `per_device_train_batch_size` counts completions, so
-prompts x group completions per optimizer step from one `generate` (steps_per_generation = 1, num_iterations = 1:
-no separate old-log-prob pass, as ours); fp32 (TRL defaults to bf16), no gradient checkpointing (TRL defaults to
+prompts x group completions per optimizer step from one `generate` (steps_per_generation = gradient accumulation
+steps, 1 unless `--micro-batch` splits the forward/backward; num_iterations = 1: no separate old-log-prob pass,
+as ours); fp32 (TRL defaults to bf16), no gradient checkpointing (TRL defaults to
 it), sampling at temperature 1 with no top-k / top-p; constant LR, AdamW betas (0.9, 0.95), grad clip 1.0;
 the reward is our own `RewardGrader.grade_batch` over the step's completions, with a completion that hit the
 token budget without EOS counted as truncated (reward 0), exactly as our controller calls it.
@@ -34,6 +35,8 @@ def main():
     p.add_argument("--steps", type=int, default=8)
     p.add_argument("--lr", type=float, default=1e-6)
     p.add_argument("--template", default="none")
+    p.add_argument("--micro-batch", type=int, default=0, help="completions per forward/backward, the rest by "
+                   "gradient accumulation (one optimizer step per generate either way); 0: all at once")
     args = p.parse_args()
 
     from importlib import metadata
@@ -96,11 +99,15 @@ def main():
             step_cpu.append(time.process_time())  # this process, all threads
             state["step"] += 1
 
+    micro = args.micro_batch or args.prompts * args.group
+    if (args.prompts * args.group) % micro:
+        raise SystemExit(f"--micro-batch {micro} must divide prompts x group = {args.prompts * args.group}")
+    accumulation = args.prompts * args.group // micro
     cfg = GRPOConfig(
         output_dir=str(Path(args.out).parent / "trl_out"), use_cpu=True, bf16=False, fp16=False,
         loss_type="dr_grpo", scale_rewards="none", beta=0.0, num_generations=args.group,
-        per_device_train_batch_size=args.prompts * args.group, gradient_accumulation_steps=1,
-        steps_per_generation=1, num_iterations=1, max_completion_length=args.max_new,
+        per_device_train_batch_size=micro, gradient_accumulation_steps=accumulation,
+        steps_per_generation=accumulation, num_iterations=1, max_completion_length=args.max_new,
         temperature=1.0, top_p=1.0, top_k=0, learning_rate=args.lr, lr_scheduler_type="constant",
         warmup_steps=0, adam_beta1=0.9, adam_beta2=0.95, weight_decay=0.0, max_grad_norm=1.0,
         gradient_checkpointing=False, mask_truncated_completions=False, max_steps=args.steps, logging_steps=1,
@@ -128,7 +135,8 @@ def main():
         "torch_threads": torch.get_num_threads(),
         "versions": versions,
         "config": {k: getattr(cfg, k) for k in ("loss_type", "scale_rewards", "beta", "num_generations",
-                                                "per_device_train_batch_size", "steps_per_generation",
+                                                "per_device_train_batch_size", "gradient_accumulation_steps",
+                                                "steps_per_generation",
                                                 "num_iterations", "max_completion_length", "bf16",
                                                 "gradient_checkpointing", "temperature", "top_p", "top_k")},
     }))

