@@ -145,7 +145,7 @@ def test_memory_plan_of_the_oat_zero_7b_recipe_fits_only_with_the_bf16_gradient_
 
 @pytest.mark.parametrize("argv,message", [
     (["--recipe", "llama99"], "unknown recipe 'llama99'; valid: ['llama32_3b_a100', 'llama32_3b_a100_oat_zero_data', "
-     "'qwen25_math_1p5b', 'qwen25_math_7b_oat_zero', 'tiny_cpu']"),
+     "'qwen25_math_1p5b', 'qwen25_math_7b_oat_zero', 'smollm2_cpu', 'tiny_cpu']"),
     (["--recipe", "tiny_cpu", "--set", "stage2.recompute"], "expected section.field=value"),
     (["--recipe", "tiny_cpu", "--set", "stage3.lr=1"], "the recipe has no section 'stage3'"),
     (["--recipe", "tiny_cpu", "--set", "stage2.learning_rate=1"], "stage2 has no field 'learning_rate'"),
