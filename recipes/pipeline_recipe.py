@@ -19,6 +19,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from data_prep.real_assets import check_assets_dir
 from pipeline.pretrain_config import PretrainConfig
 from pipeline.rl.config import RLConfig
 from pipeline.rl.generator import context_length
@@ -220,6 +221,11 @@ def resolve(recipe: PipelineRecipe) -> PipelineRecipe:
     data_dir = Path(r.data.out_dir or out / "data")
     r.data.out_dir = str(data_dir)
     s1, s2 = r.stage1, r.stage2
+    if r.data.real_assets_dir:
+        try:
+            check_assets_dir(r.data.real_assets_dir)
+        except ValueError as e:
+            raise ValueError(f"recipe.data.real_assets_dir: {e}") from None
     s1.output_dir = str(out / "stage1")
     s2.output_dir = str(out / "stage2")
     if r.skip_stage1:

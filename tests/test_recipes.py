@@ -89,6 +89,20 @@ def test_rl_only_recipe_without_its_model_fails_with_the_fix(tmp_path):
         build_tasks(recipe)
 
 
+def test_real_model_recipe_refuses_a_directory_that_is_not_real_assets_before_launch(tmp_path):
+    from recipes.experiment import build_tasks
+    from recipes.pipeline_recipe import smollm2_cpu
+
+    stray = tmp_path / "assets"
+    stray.mkdir()
+    (stray / "notes.txt").write_text("not the assets")
+    recipe = smollm2_cpu(str(stray))
+    recipe.output_dir = str(tmp_path / "out")
+    with pytest.raises(ValueError, match=r"recipe.data.real_assets_dir: .*assets exists but has no MANIFEST.json"):
+        build_tasks(recipe)
+    assert not (tmp_path / "out").exists()
+
+
 def test_a100_recipe_without_model_path_fails_with_the_fix(tmp_path):
     from recipes.experiment import build_tasks
     from recipes.pipeline_recipe import llama32_3b_a100
