@@ -86,8 +86,15 @@ def test_failing_stage_one_cancels_stage_two(slurm_cluster, pipeline_inputs, job
     assert wait_for_job(slurm_cluster, ids["pretrain"], JOB_TIMEOUT, pretrain_log) == "FAILED"
     assert "/nonexistent/corpus" in pretrain_log.read_text()  # it failed for the reason we gave it
     assert wait_for_job(slurm_cluster, ids["rl"], 60) == "CANCELLED"
-    rl_record, = sacct_records(slurm_cluster, ids["rl"])
-    assert rl_record["Start"] in ("None", "Unknown") and not (run_dir / "rl").exists()  # never started
+    # never started: cancelled while pending. slurmctld leaves Start unset or stamps it with the cancel time
+    # (then Start == End and nothing elapsed), so the proof is no elapsed time, no batch step, no output.
+    rl_record, = sacct_records(slurm_cluster, ids["rl"], fields="JobID,State,Start,End,Elapsed")
+    assert rl_record["Elapsed"] == "00:00:00", rl_record
+    assert rl_record["Start"] in ("None", "Unknown", rl_record["End"]), rl_record
+    steps = subprocess.run(["sacct", "-n", "-D", "-P", "-j", str(ids["rl"]), "-o", "JobID"], env=slurm_cluster,
+                           capture_output=True, text=True, timeout=30).stdout.split()
+    assert steps == [str(ids["rl"])], steps  # no `.batch` step: the script never ran
+    assert not (run_dir / "rl").exists() and not list((run_dir / "logs").glob("drgrpo-*.log"))
 
 
 # ---- launch details that need no training run --------------------------------------------------------------
