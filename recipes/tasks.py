@@ -1,7 +1,8 @@
 """The recipe's tasks: thin entry points that NeMo-Run runs as `run.Partial`s (one per stage).
 
 Each takes plain config dataclasses and paths, so a task is reproducible from its serialised config alone.
-Training tasks run under torchrun (every rank calls the function); the others run as one process.
+Training tasks run under torchrun (every rank calls the function); the others run as one process. Bad input ends a
+task as it ends the commands: one `error:` line, exit code 2 (`R1ZERO_DEBUG=1` for the traceback).
 """
 
 import json
@@ -11,6 +12,7 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cli.errors import exit_on_bad_input
 from megatron_ext.checkpoint import RUN_DONE_FILE
 from pipeline.eval.evaluate import EvalConfig
 from pipeline.pretrain_config import PretrainConfig
@@ -47,6 +49,7 @@ def tokens_prefix(data_dir: str | Path, corpus: str) -> Path:
     return Path(data_dir) / "tokens" / corpus.replace("/", "_").replace(":", "_")
 
 
+@exit_on_bad_input
 def prepare_data(task: DataTask) -> dict:
     """Synthetic data and/or tokenized corpora; returns {corpus: prefix}. Idempotent (no-op when complete)."""
     from data_prep.real_assets import ensure_real_assets
@@ -74,12 +77,15 @@ def prepare_data(task: DataTask) -> dict:
         cfg = TokenizeConfig(corpus=corpus, tokenizer=tokenizer, output_prefix=str(prefix), data_files=files,
                              max_documents=task.max_documents or None, progress=False,
                              **({"workers": task.workers} if task.workers else {}))
-        tokenize_corpus(cfg)
+        summary = tokenize_corpus(cfg)
         prefixes[name] = str(prefix)
+        print(f"[data] {name}: {summary['documents']} documents, {summary['tokens']} tokens -> {prefix}.bin/.idx",
+              flush=True)
     (out / "prefixes.json").write_text(json.dumps(prefixes, indent=2))
     return prefixes
 
 
+@exit_on_bad_input
 def pretrain(cfg: PretrainConfig) -> str:
     from pipeline.pretrain import run_pretrain
 
@@ -89,6 +95,7 @@ def pretrain(cfg: PretrainConfig) -> str:
     return out
 
 
+@exit_on_bad_input
 def drgrpo(cfg: RLConfig) -> str:
     from pipeline.rl.controller import run_rl
 
@@ -129,15 +136,22 @@ def _requeue_if_stopped_early(output_dir: str) -> None:
         dist.barrier()
 
 
+@exit_on_bad_input
 def evaluate(cfg: EvalConfig) -> str:
     from pipeline.eval.evaluate import evaluate as run_evaluation
 
     if (Path(cfg.output_dir) / "results.json").exists():
-        return cfg.output_dir  # done before (a rerun of the experiment)
-    run_evaluation(cfg)
+        print(f"[eval] {cfg.output_dir}/results.json exists (an earlier run of this experiment): kept", flush=True)
+        return cfg.output_dir
+    results = run_evaluation(cfg)
+    for name, numbers in results["benchmarks"].items():
+        print(f"[eval] {name}: accuracy {100 * numbers['accuracy']:.1f}% over {numbers['num_questions']} questions "
+              f"({cfg.model})", flush=True)
+    print(f"[eval] results: {cfg.output_dir}/results.md", flush=True)
     return cfg.output_dir
 
 
+@exit_on_bad_input
 def report(run_dirs: list[str], labels: list[str], evals: list[str], eval_labels: list[str], out: str) -> str:
     from pipeline.eval.report import build_report
 

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-PACKAGES = ("megatron_ext", "data_prep", "pipeline", "recipes", "bench")
+PACKAGES = ("cli", "megatron_ext", "data_prep", "pipeline", "recipes", "bench")
 FORBIDDEN = {
+    "cli": {"megatron_ext", "data_prep", "pipeline", "recipes", "bench"},
     "megatron_ext": {"data_prep", "pipeline", "recipes", "bench"},
     "data_prep": {"megatron_ext", "pipeline", "recipes", "bench"},
     "pipeline": {"recipes", "bench"},

@@ -183,6 +183,13 @@ def test_failing_task_exits_nonzero_and_stops_dependents(tmp_path):
                      "recipe.data.num_pretrain_docs=200", cwd=tmp_path)
     assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "FAILED" in proc.stderr and "data" in proc.stderr
+    # the console names the failed task's log and shows its last lines, where the reason is
+    log = re.search(r"^data \| failed; the last lines of (\S+):$", proc.stdout, re.M)
+    assert log and Path(log[1]).exists(), proc.stdout[-3000:]
+    assert re.search(r"^data \|   .*/nonexistent", proc.stdout, re.M), proc.stdout[-3000:]
+    # bad input ends the task with one line, as it ends the commands (no traceback unless R1ZERO_DEBUG=1)
+    assert "data | error: tokenizer directory '/nonexistent' does not exist" in proc.stdout
+    assert "Traceback" not in proc.stdout
     assert not (tmp_path / "out" / "stage1").exists()  # stage one never ran
 
 
@@ -216,6 +223,16 @@ def test_rl_only_pipeline_from_a_qwen_checkpoint_through_the_cli(tmp_path):
     assert max(s.get("step", 0) for s in steps) == 2
     assert "stage one" not in (out / "report.md").read_text()
     assert "stage2/metrics.jsonl" in proc.stdout and "stage1/metrics.jsonl" not in proc.stdout
+    # the console showed each task's log file and its progress as it ran
+    for task in ("data", "eval_before", "stage2", "eval_after", "report"):
+        log = re.search(rf"^{task} \| log: (\S+)$", proc.stdout, re.M)
+        assert log and Path(log[1]).exists(), (task, proc.stdout[-4000:])
+    assert re.search(r"^data \| \[data\] synthetic: \d+ documents", proc.stdout, re.M), proc.stdout[-4000:]
+    assert re.search(r"^stage2 \| Dr\. GRPO: 100% 2/2 ", proc.stdout, re.M), proc.stdout[-4000:]
+    assert "stage2 | [rl] done: 2 steps" in proc.stdout
+    for task in ("eval_before", "eval_after"):
+        assert re.search(rf"^{task} \| \[eval\] \w+: accuracy \d+\.\d% over 8 questions", proc.stdout, re.M)
+    assert f"report | [report] {out / 'report.md'}" in proc.stdout
 
 
 def _wait_for_rl_step(out: Path, step: int, job_name: str, env: dict, proc: subprocess.Popen,

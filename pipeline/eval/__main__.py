@@ -29,6 +29,8 @@ import json
 import sys
 from pathlib import Path
 
+from cli.errors import add_debug_flag, run_command
+
 _RENAMED = {"benchmarks": "--benchmark", "output_dir": "--out"}
 
 
@@ -187,17 +189,14 @@ def build_parser() -> argparse.ArgumentParser:
     rld.set_defaults(func=cmd_rl_diagnostics)
     plot.set_defaults(func=cmd_plot)
     report.set_defaults(func=cmd_report)
+    for command_parser in (parser, *sub.choices.values()):
+        add_debug_flag(command_parser)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        args.func(args)
-    except (ValueError, FileNotFoundError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    return 0
+    return run_command(lambda: args.func(args), argv)
 
 
 if __name__ == "__main__":

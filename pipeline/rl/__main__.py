@@ -12,6 +12,8 @@ import argparse
 import json
 import sys
 
+from cli.errors import add_debug_flag, run_command
+
 
 def parse_config(argv: list[str]):
     from pipeline.rl.config import RLConfig
@@ -20,6 +22,7 @@ def parse_config(argv: list[str]):
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", help="JSON file of RLConfig fields")
     p.add_argument("overrides", nargs="*", help="field=value")
+    add_debug_flag(p)
     args = p.parse_args(argv)
     values = _read_config(args.config) if args.config else {}
     for item in args.overrides:
@@ -50,13 +53,7 @@ def _read_config(path: str) -> dict:
 def main(argv: list[str] | None = None) -> int:
     from pipeline.rl.controller import run_rl
 
-    try:
-        cfg = parse_config(sys.argv[1:] if argv is None else argv)
-        run_rl(cfg)
-    except (ValueError, FileNotFoundError) as e:  # bad input, named by the message: no traceback
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return run_command(lambda: run_rl(parse_config(sys.argv[1:] if argv is None else argv)), argv)
 
 
 if __name__ == "__main__":
