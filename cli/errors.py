@@ -27,11 +27,13 @@ def debug_requested(argv: list[str] | None = None) -> bool:
     return "--debug" in (sys.argv[1:] if argv is None else argv) or os.environ.get(DEBUG_ENV, "") == "1"
 
 
-def run_command(body: Callable[[], int | None], argv: list[str] | None = None,
+def run_command(body: Callable[[], object], argv: list[str] | None = None,
                 also_bad_input: tuple[type[BaseException], ...] = ()) -> int:
-    """`body()`'s exit code (None: 0), or 2 after one `error:` line on stderr if it raised bad input."""
+    """`body()`'s exit code (an int it returns; anything else: 0), or 2 after one `error:` line on stderr if it
+    raised bad input."""
     try:
-        return body() or 0
+        code = body()
+        return code if isinstance(code, int) and not isinstance(code, bool) else 0
     except (*BAD_INPUT, *also_bad_input) as error:
         if debug_requested(argv):
             raise
@@ -55,3 +57,11 @@ def exit_on_bad_input(task: Callable) -> Callable:
         return result
 
     return run
+
+
+def did_you_mean(name: str, valid) -> str:
+    """' (did you mean 'X'?)' for the valid name closest to a mistyped one, else ''."""
+    import difflib
+
+    close = difflib.get_close_matches(name, list(valid), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""

@@ -105,7 +105,8 @@ class Trainer:
             self._load(resume)
         self.train_ds, self.valid_ds = self._datasets()
         self.evaluating = self.valid_ds is not None and cfg.schedule.eval_interval > 0 and cfg.schedule.eval_iters > 0
-        self.metrics = MetricsWriter(self.out, enabled=layout.is_main, resume_step=self.iteration + 1 if self.iteration else 0)
+        self.metrics = MetricsWriter(self.out, enabled=layout.is_main, resume_step=self.iteration + 1 if self.iteration else 0,
+                                     wandb=cfg.logging.wandb, run_config=cfg.to_dict())
         self.flops_per_token = train_flops_per_token(hf_config, cfg.data.seq_length,
                                                      padded_vocab_size(hf_config.vocab_size, layout.tp))
         self.peak_flops = self._peak_flops()

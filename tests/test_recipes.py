@@ -145,6 +145,11 @@ def test_cli_overrides_edit_the_chosen_recipe():
     expected.stage1.model.hf_dir, expected.stage2.lr = "/models/Llama-3.2-3B", 2e-6
     assert parse("recipe=llama32_3b_a100", "recipe.stage1.model.hf_dir=/models/Llama-3.2-3B",
                  "recipe.stage2.lr=2e-6") == expected
+    expected = tiny_cpu()  # a section's field, e.g. W&B for both stages
+    expected.stage1.logging.wandb.project = expected.stage2.wandb.project = "math-rl"
+    expected.stage2.wandb.mode = "offline"
+    assert parse("recipe.stage1.logging.wandb.project=math-rl", "recipe.stage2.wandb.project=math-rl",
+                 "recipe.stage2.wandb.mode=offline") == expected
 
 
 def test_slurm_cpus_per_task_count_per_rank_and_reach_srun():
@@ -288,6 +293,13 @@ def test_recipe_through_slurm_executor_runs_at_two_nodes(slurm_cluster, tmp_path
         header = (experiment / f"{stage}_sbatch.sh").read_text()
         for line in ("#SBATCH --nodes=2", "#SBATCH --signal=USR1@300", "#SBATCH --requeue"):
             assert line in header, (stage, line)
+    # the console followed the SLURM tasks' logs too: their paths, the progress and the requeue as they happened
+    for task in ("data", "stage1", "eval_before", "stage2", "eval_after", "report"):
+        log = re.search(rf"^{task} \| log: (\S+)$", output, re.M)
+        assert log and Path(log[1]).parent == experiment / task, (task, output[-4000:])
+    assert re.search(r"^stage1 \| pretrain: 100% 12/12 ", output, re.M), output[-4000:]
+    assert f"stage2 | [tasks] stopped early on the pre-timeout signal: requeueing job {stage2}" in output
+    assert f"stage2 | [rl] done: {stage2_steps} steps" in output
     stage2_log = "".join(p.read_text() for p in experiment.glob("stage2/log*.out"))
     assert "[rl] exit requested: checkpoint at step" in stage2_log, stage2_log[-3000:]
     assert f"[tasks] stopped early on the pre-timeout signal: requeueing job {stage2}" in stage2_log

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from conftest import REPO
 from tiny_models import addition_questions, save_warm_addition_model
+from wandb_records import offline_runs
 
 
 
@@ -81,10 +82,13 @@ def _signal_workers(proc: subprocess.Popen, sig: int) -> None:
         w.resume()
 
 
+WANDB_OFFLINE = {"project": "r1zero-tests", "mode": "offline"}  # W&B as users turn it on, without a network
+
+
 @pytest.fixture(scope="module")
 def uninterrupted(policy, tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "uninterrupted"
-    _finish(_launch(_config(policy, out)))
+    _finish(_launch(_config(policy, out, wandb=WANDB_OFFLINE)))
     return out
 
 
@@ -109,9 +113,22 @@ def test_run_writes_every_metric_and_the_final_model(uninterrupted):
 
 
 @pytest.mark.multirank
+def test_every_metric_reaches_weights_and_biases(uninterrupted):
+    run, = offline_runs(uninterrupted)
+    assert run["id"] == (uninterrupted / "wandb_run_id").read_text().strip()
+    assert (run["project"], run["name"]) == ("r1zero-tests", "uninterrupted")
+    assert run["config"]["group_size"] == 4 and run["config"]["algorithm"] == "dr_grpo"  # the run's settings
+    rows = _metrics(uninterrupted)
+    assert [h["_step"] for h in run["history"]] == [r["step"] for r in rows]
+    for logged, row in zip(run["history"], rows):  # metrics.jsonl writes a NaN (no correct answer) as null
+        expected = {k: float("nan") if v is None else v for k, v in row.items() if k != "step"}
+        assert {k: logged[k] for k in expected} == pytest.approx(expected, nan_ok=True)
+
+
+@pytest.mark.multirank
 def test_kill9_then_resume_gives_identical_metrics(policy, uninterrupted, tmp_path):
     out = tmp_path / "killed"
-    config = _config(policy, out)
+    config = _config(policy, out, wandb=WANDB_OFFLINE)
     proc = _launch(config)
     _wait_for_checkpoint(out, proc, 2)
     os.killpg(proc.pid, signal.SIGKILL)
@@ -120,6 +137,11 @@ def test_kill9_then_resume_gives_identical_metrics(policy, uninterrupted, tmp_pa
     assert killed_at < 6 and not (out / "DONE").exists()  # really mid-run
     _finish(_launch(config))
     assert _metrics(out) == _metrics(uninterrupted)
+    # the resumed process logs to the same W&B run (offline: the same or a second directory), from the checkpoint on
+    runs = offline_runs(out)
+    assert {run["id"] for run in runs} == {(out / "wandb_run_id").read_text().strip()}
+    steps = [h["_step"] for run in runs for h in run["history"]]
+    assert set(steps) == set(range(7)) and steps[-(6 - killed_at):] == list(range(killed_at + 1, 7)), steps
 
 
 @pytest.mark.multirank
@@ -219,6 +241,8 @@ def test_bad_config_fails_before_launching(policy, tmp_path, override, message):
     ({"lr": "abc"}, "lr='abc' must be a number"),
     ({"steps": 2.5}, "steps=2.5 must be a whole number"),
     ({"eval_every": -1}, "eval_every=-1 must be >= 0"),
+    ({"wandb": {"project": "p", "mode": "cloud"}}, "wandb.mode='cloud'; valid: online, offline"),
+    ({"wandb": {"project": 5}}, "wandb.project=5 must be a string"),
 ])
 def test_out_of_range_or_mistyped_settings_are_refused_naming_the_field(override, message):
     from pipeline.rl.config import RLConfig
@@ -234,6 +258,10 @@ def test_unknown_field_is_named():
 
     with pytest.raises(ValueError, match=r"unknown RL config fields \['learning_rate'\]"):
         RLConfig.from_dict({"learning_rate": 1.0})
+    with pytest.raises(ValueError, match=r"\['stpes'\] \(did you mean 'steps'\?\)"):  # the closest valid name
+        RLConfig.from_dict({"stpes": 3})
+    with pytest.raises(ValueError, match=r"\['wandb.projet'\] \(did you mean 'project'\?\)"):
+        RLConfig.from_dict({"wandb": {"projet": "math-rl"}})
 
 
 @pytest.mark.multirank

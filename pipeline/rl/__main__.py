@@ -3,7 +3,8 @@
     torchrun --nproc_per_node 2 -m pipeline.rl --config rl.json [field=value ...]
     python -m pipeline.rl --config rl.json steps=10          # one process
 
-Fields are those of pipeline.rl.config.RLConfig; values parse as JSON when they can (lists, numbers, bools).
+Fields are those of pipeline.rl.config.RLConfig (a section's as section.field=value, e.g. wandb.project=math-rl);
+values parse as JSON when they can (lists, numbers, bools).
 """
 
 from __future__ import annotations
@@ -30,9 +31,16 @@ def parse_config(argv: list[str]):
             raise ValueError(f"override {item!r} is not field=value")
         key, raw = item.split("=", 1)
         try:
-            values[key] = json.loads(raw)
+            value = json.loads(raw)
         except json.JSONDecodeError:
-            values[key] = raw
+            value = raw
+        section, dot, name = key.rpartition(".")
+        if dot:  # a field of a section, e.g. wandb.project=math-rl
+            if not isinstance(values.setdefault(section, {}), dict):
+                raise ValueError(f"override {key!r}: {section!r} is not a config section")
+            values[section][name] = value
+        else:
+            values[key] = value
     return RLConfig.from_dict(values)
 
 

@@ -11,8 +11,10 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cli.errors import did_you_mean
 from data_prep.templates import check_template
 from megatron_ext.models import RECOMPUTE
+from pipeline.metrics import WandbConfig
 from pipeline.rl.loss import AGGREGATIONS
 
 ALGORITHMS: dict[str, tuple[str, bool]] = {
@@ -157,6 +159,8 @@ class RLConfig:
     """Hard limit per graded answer (the authors use 1 s); a timeout scores 0 and is counted."""
     log_generations: int = 4
     """Responses per step written to generations.jsonl (all of them: -1)."""
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+    """Weights & Biases as a third metrics sink (off unless `wandb.project` is set)."""
 
     def __post_init__(self):
         if self.algorithm in ALGORITHMS:
@@ -233,6 +237,7 @@ class RLConfig:
             raise ValueError(f"recompute={self.recompute!r}; valid: {list(RECOMPUTE)}")
         if not 0 < self.top_p <= 1:
             raise ValueError(f"top_p={self.top_p!r} must be in (0, 1]")
+        self.wandb.validate("wandb")
 
     def resume_changes(self, saved: dict) -> list[str]:
         """The settings that shape the trajectory (`TRAJECTORY_FIELDS`) and differ from the run being resumed (its
@@ -249,9 +254,12 @@ class RLConfig:
         known = {f.name: f for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - set(known))
         if unknown:
-            raise ValueError(f"unknown RL config fields {unknown}; valid fields: {sorted(known)}")
+            raise ValueError(f"unknown RL config fields {unknown}{did_you_mean(unknown[0], known)}; valid fields: "
+                             f"{sorted(known)}")
         values = dict(values)
         for name in ("train_levels", "adam_betas"):
             if name in values and values[name] is not None:
                 values[name] = tuple(values[name])
+        if "wandb" in values:
+            values["wandb"] = WandbConfig.from_dict(values["wandb"], "wandb")
         return cls(**values)

@@ -8,6 +8,7 @@ questions -> template -> G samples each -> reward -> advantages -> learner updat
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -75,7 +76,8 @@ def run_rl(cfg: RLConfig) -> Path:
         generator.update_weights(learner.export_weights())
         if layout.is_main:
             print(f"[rl] resuming from the checkpoint of step {start_step}: {resume}", flush=True)
-    metrics = MetricsWriter(out, enabled=layout.is_main, resume_step=start_step + 1)
+    metrics = MetricsWriter(out, enabled=layout.is_main, resume_step=start_step + 1, wandb=cfg.wandb,
+                            run_config=dataclasses.asdict(cfg))
     if layout.is_main:
         out.mkdir(parents=True, exist_ok=True)
         (out / "rl_config.json").write_text(cfg.to_json())
