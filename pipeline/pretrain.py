@@ -4,7 +4,7 @@
     python -m pipeline.pretrain model.tokenizer_dir=DATA/tokenizer data.blend='["DATA/pretrain_text_document"]'
     python -m pipeline.pretrain --print-config            # every field with its default
 
-Fields are those of pipeline.pretrain_config.PretrainConfig (values parse as JSON when they can). Writes
+Fields are those of pipeline.pretrain_config.PretrainConfig, each value read by its field's type (cli.config). Writes
 OUT/checkpoints/iter_*, OUT/metrics.jsonl, OUT/tensorboard/ and, at the end, OUT/hf/ (a Hugging Face directory
 with the tokenizer, stage two's input) and OUT/DONE. Resumes from the newest complete checkpoint in
 OUT/checkpoints (or --resume-from); a finished run exits 0 at once, so SLURM requeues are safe. SIGTERM /
@@ -375,7 +375,7 @@ def _loss_func(loss_mask_BS: torch.Tensor, losses_BS: torch.Tensor):
 def parse_args(argv: list[str]) -> tuple[PretrainConfig, argparse.Namespace]:
     p = argparse.ArgumentParser(prog="python -m pipeline.pretrain", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", help="JSON file of PretrainConfig fields (nested sections)")
+    p.add_argument("--config", help="JSON or YAML file of PretrainConfig fields (nested sections)")
     p.add_argument("--output-dir", help="same as output_dir=...")
     p.add_argument("--resume-from", help="same as checkpoint.resume_from=... (an iter_* directory or a root)")
     p.add_argument("--print-config", action="store_true", help="print the resolved config as JSON and exit")
@@ -385,9 +385,9 @@ def parse_args(argv: list[str]) -> tuple[PretrainConfig, argparse.Namespace]:
     cfg = PretrainConfig.from_file(args.config) if args.config else PretrainConfig()
     overrides = list(args.overrides)
     if args.output_dir:
-        overrides.append(f"output_dir={json.dumps(args.output_dir)}")
+        overrides.append(f"output_dir={args.output_dir}")
     if args.resume_from:
-        overrides.append(f"checkpoint.resume_from={json.dumps(args.resume_from)}")
+        overrides.append(f"checkpoint.resume_from={args.resume_from}")
     return cfg.with_overrides(overrides), args
 
 

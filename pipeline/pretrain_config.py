@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cli.errors import did_you_mean
+from cli.config import apply_overrides, at_least, build, check, load_file
 from pipeline.metrics import WandbConfig
 from pipeline.optim import OptimConfig
 
@@ -38,7 +38,7 @@ class DataConfig:
     """Separate validation datasets (same spellings); empty: validation comes from `split` of the blend."""
     split: str = "98,2,0"
     """Train / validation / test shares of each dataset's documents (Megatron's --split); used without valid_blend."""
-    seq_length: int = 256
+    seq_length: int = field(default=256, metadata=at_least(2))
     """Tokens per training sequence (documents are concatenated and cut, as Megatron does)."""
     eod_mask_loss: bool = True
     """No loss on the end-of-document token's prediction (the next document's first token): Megatron's --eod-mask-loss."""
@@ -53,17 +53,17 @@ class DataConfig:
 
 @dataclass
 class ParallelConfig:
-    tp: int = 1
+    tp: int = field(default=1, metadata=at_least(1))
     """Tensor-parallel size: must divide the KV heads (and so the query heads) and the FFN size."""
-    pp: int = 1
+    pp: int = field(default=1, metadata=at_least(1))
     """Pipeline-parallel size: must divide the number of layers. DP = world size / (tp x pp)."""
     dtype: str = "auto"
     """Parameter dtype: auto (bf16 on GPU, fp32 on CPU), bfloat16 (GPU only) or float32."""
-    use_distributed_optimizer: str = "auto"
+    use_distributed_optimizer: str | bool = "auto"
     """Shard optimizer state over DP: auto (on an accelerator when DP > 1), true or false."""
-    overlap_grad_reduce: str = "auto"
+    overlap_grad_reduce: str | bool = "auto"
     """Overlap DP gradient reduction with backward: auto (on GPU), true or false."""
-    threads_per_rank: int = 0
+    threads_per_rank: int = field(default=0, metadata=at_least(0))
     """torch threads per rank on CPU (0: CPU cores / ranks on this node)."""
     recompute: str = "none"
     """Activation recomputation (Megatron's): none, selective (core attention) or full (each layer keeps only its
@@ -72,26 +72,26 @@ class ParallelConfig:
 
 @dataclass
 class ScheduleConfig:
-    train_iters: int = 600
+    train_iters: int = field(default=600, metadata=at_least(1))
     """Optimizer steps of the whole run. The tiny default needs ~600: its greedy accuracy on the synthetic test
     questions is ~7% after 300 steps of 16 sequences and ~34% after 600 of 8 (the same tokens, similar time)."""
-    global_batch_size: int = 8
+    global_batch_size: int = field(default=8, metadata=at_least(1))
     """Sequences per optimizer step, over all data-parallel ranks (tokens per step = this x data.seq_length)."""
-    micro_batch_size: int = 4
+    micro_batch_size: int = field(default=4, metadata=at_least(1))
     """Sequences per forward/backward on one rank; global_batch_size / (micro_batch_size x DP) micro-batches per step."""
-    eval_interval: int = 50
+    eval_interval: int = field(default=50, metadata=at_least(0))
     """Validation loss every this many steps (and before the first and after the last); 0 disables validation."""
-    eval_iters: int = 4
+    eval_iters: int = field(default=4, metadata=at_least(0))
     """Global batches of validation data per evaluation (the same ones every time, so values compare)."""
-    exit_duration_min: float = 0.0
+    exit_duration_min: float = field(default=0.0, metadata=at_least(0.0))
     """Checkpoint and exit cleanly after this many minutes of this process (0: no limit); SIGTERM/SIGUSR1 do the same."""
 
 
 @dataclass
 class CheckpointConfig:
-    interval: int = 100
+    interval: int = field(default=100, metadata=at_least(0))
     """Save a checkpoint every this many steps (and always at the end and on a requested exit); 0: only those."""
-    keep_last: int = 2
+    keep_last: int = field(default=2, metadata=at_least(0))
     """Keep this many newest checkpoints (0: keep all)."""
     resume_from: str = ""
     """Resume from this iter_* directory (or a root of them); empty: the newest complete one in OUTPUT_DIR/checkpoints."""
@@ -103,7 +103,7 @@ class CheckpointConfig:
 
 @dataclass
 class LoggingConfig:
-    log_interval: int = 1
+    log_interval: int = field(default=1, metadata=at_least(1))
     """Write train metrics (loss, lr, grad norm, tokens/s, MFU) every this many steps."""
     progress_bar: bool = True
     """tqdm progress bar on rank 0."""
@@ -144,36 +144,17 @@ class PretrainConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> "PretrainConfig":
-        return _build(cls, values, "")
+        """From a config file's object and `Text` overrides (cli.config): every value read by its field's type."""
+        return build(cls, values)
 
     @classmethod
     def from_file(cls, path: str | os.PathLike) -> "PretrainConfig":
-        path = Path(path)
-        if not path.is_file():
-            raise ValueError(f"config file {path} does not exist")
-        try:
-            return cls.from_dict(json.loads(path.read_text()))
-        except json.JSONDecodeError as e:
-            raise ValueError(f"config file {path} is not valid JSON: {e}") from None
+        """From a JSON or YAML file of nested sections."""
+        return cls.from_dict(load_file(path))
 
     def with_overrides(self, overrides: list[str]) -> "PretrainConfig":
-        """A copy with `section.field=value` overrides applied (values parse as JSON when they can)."""
-        values = self.to_dict()
-        for item in overrides:
-            key, sep, raw = item.partition("=")
-            if not sep:
-                raise ValueError(f"override {item!r} is not dotted.key=value (e.g. schedule.train_iters=100)")
-            try:
-                value = json.loads(raw)
-            except json.JSONDecodeError:
-                value = raw
-            node, parts = values, key.split(".")
-            for part in parts[:-1]:
-                if not isinstance(node.get(part), dict):
-                    raise ValueError(f"override {key!r}: {part!r} is not a config section; sections: {list(_SECTIONS)}")
-                node = node[part]
-            node[parts[-1]] = value
-        return PretrainConfig.from_dict(values)
+        """A copy with `section.field=value` overrides applied, each read by its field's type."""
+        return PretrainConfig.from_dict(apply_overrides(self.to_dict(), overrides))
 
     # ---- validation --------------------------------------------------------------------------------------
 
@@ -185,6 +166,7 @@ class PretrainConfig:
         from megatron_ext.training import parse_blend
 
         p, s, d = self.parallel, self.schedule, self.data
+        check(self)  # every field's type and declared range
         self.logging.wandb.validate("logging.wandb")
         if self.model.hf_dir and self.optim == OptimConfig():
             o = self.optim
@@ -203,9 +185,6 @@ class PretrainConfig:
             raise ValueError(f"parallel.recompute={p.recompute!r}; valid: {list(RECOMPUTE)}")
         if p.dtype == "bfloat16" and not _cuda():
             raise ValueError("parallel.dtype=bfloat16 needs a GPU; use float32 (or auto) on CPU")
-        if s.train_iters < 1 or d.seq_length < 2 or s.micro_batch_size < 1 or s.global_batch_size < 1:
-            raise ValueError("schedule.train_iters, schedule.micro_batch_size and schedule.global_batch_size must be "
-                             ">= 1 and data.seq_length >= 2")
         per_step = s.micro_batch_size * dp
         if s.global_batch_size % per_step:
             lower, upper = max(per_step, s.global_batch_size // per_step * per_step), (s.global_batch_size // per_step + 1) * per_step
@@ -213,11 +192,6 @@ class PretrainConfig:
                 f"schedule.global_batch_size={s.global_batch_size} is not divisible by schedule.micro_batch_size x "
                 f"data-parallel size = {s.micro_batch_size} x {dp} = {per_step} (DP = {world_size} ranks / "
                 f"(tp {p.tp} x pp {p.pp})): set global_batch_size to {lower} or {upper}, or change micro_batch_size")
-        if s.eval_interval < 0 or s.eval_iters < 0 or self.checkpoint.interval < 0 or self.checkpoint.keep_last < 0:
-            raise ValueError("schedule.eval_interval, schedule.eval_iters, checkpoint.interval and "
-                             "checkpoint.keep_last must be >= 0")
-        if s.exit_duration_min < 0 or self.logging.log_interval < 1 or p.threads_per_rank < 0:
-            raise ValueError("schedule.exit_duration_min >= 0, logging.log_interval >= 1, parallel.threads_per_rank >= 0")
         self.optim.validate(s.train_iters)
         if not d.blend:
             raise ValueError("data.blend is empty: give the tokenized dataset prefix(es) from "
@@ -243,9 +217,6 @@ class PretrainConfig:
             if problem:
                 raise ValueError(f"checkpoint {path}: {problem}")
         return resolve_model(self, p.tp, p.pp)
-
-
-_SECTIONS = ("model", "data", "parallel", "optim", "schedule", "checkpoint", "logging")
 
 
 @dataclass
@@ -340,47 +311,6 @@ def _cuda() -> bool:
     import torch
 
     return torch.cuda.is_available()
-
-
-def _build(cls, values: dict, prefix: str):
-    if not isinstance(values, dict):
-        raise ValueError(f"config section {prefix.rstrip('.') or 'root'} must be an object, got {values!r}")
-    known = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - set(known))
-    if unknown:
-        raise ValueError(f"unknown config field(s) {[prefix + u for u in unknown]}{did_you_mean(unknown[0], known)}; "
-                         f"valid in {prefix.rstrip('.') or 'the root'}: {sorted(known)}")
-    kwargs = {}
-    for name, value in values.items():
-        default = known[name].default_factory() if known[name].default_factory is not dataclasses.MISSING else None
-        if dataclasses.is_dataclass(default):
-            kwargs[name] = _build(type(default), value, f"{prefix}{name}.")
-        else:
-            kwargs[name] = _coerce(value, known[name], default if default is not None else known[name].default,
-                                   prefix + name)
-    return cls(**kwargs)
-
-
-def _coerce(value, f, default, name: str):
-    if isinstance(default, bool):
-        if isinstance(value, bool):
-            return value
-        raise ValueError(f"{name}={value!r} must be true or false")
-    if isinstance(default, int) and not isinstance(default, bool):
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise ValueError(f"{name}={value!r} must be an integer")
-    if isinstance(default, float):
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        raise ValueError(f"{name}={value!r} must be a number")
-    if isinstance(default, str):
-        if isinstance(value, bool):
-            return str(value).lower()
-        if isinstance(value, (str, int, float)):
-            return str(value)
-        raise ValueError(f"{name}={value!r} must be a string")
-    return value
 
 
 def _data_eod(data: DataConfig, tokenizer, tokenizer_dir: str) -> int:

@@ -19,6 +19,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cli.config import at_least, check
 from data_prep.real_assets import check_assets_dir
 from pipeline.pretrain_config import PretrainConfig
 from pipeline.rl.config import RLConfig
@@ -52,11 +53,11 @@ class PipelineRecipe:
     stage1: PretrainConfig = field(default_factory=PretrainConfig)
     stage2: RLConfig = field(default_factory=RLConfig)
     eval: EvalTask = field(default_factory=EvalTask)
-    nodes: int = 1
+    nodes: int = field(default=1, metadata=at_least(1))
     """Nodes for the training stages."""
-    ranks_per_node: int = 2
+    ranks_per_node: int = field(default=2, metadata=at_least(1))
     """torchrun processes per node for the training stages (GPUs per node on a cluster)."""
-    gpu_memory_gib: float = 0.0
+    gpu_memory_gib: float = field(default=0.0, metadata=at_least(0.0))
     """Memory of one GPU of the cluster the recipe is sized for (80 for an 80 GB A100); 0: a CPU recipe. The
     memory plan (python -m bench.memory_plan --recipe NAME) checks each stage's peak against it."""
     skip_stage1: bool = False
@@ -263,6 +264,7 @@ def validate(r: PipelineRecipe) -> None:
     from megatron_ext.distributed import validate_world
     from megatron_ext.models import validate_model_config
 
+    check(r, "recipe.")  # every field's type and declared range, the stages' included
     world = r.nodes * r.ranks_per_node
     s1, s2 = r.stage1, r.stage2
     if not r.skip_stage1:

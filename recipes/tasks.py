@@ -12,6 +12,7 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cli.config import at_least
 from cli.errors import exit_on_bad_input
 from megatron_ext.checkpoint import RUN_DONE_FILE
 from pipeline.eval.evaluate import EvalConfig
@@ -26,18 +27,18 @@ class DataTask:
     synthetic: bool = True
     """Generate the bundled synthetic math data (tiny default); False: tokenize `corpora` with `tokenizer_dir`."""
     synthetic_seed: int = 0
-    num_pretrain_docs: int = 20000
-    num_train_questions: int = 2000
-    num_test_questions: int = 250
+    num_pretrain_docs: int = field(default=20000, metadata=at_least(1))
+    num_train_questions: int = field(default=2000, metadata=at_least(1))
+    num_test_questions: int = field(default=250, metadata=at_least(1))
     corpora: dict = field(default_factory=dict)
     """Pretraining corpora for stage one, {data_prep corpus name or dotted path: blend weight}."""
     corpus_files: dict = field(default_factory=dict)
     """Local files per corpus name ({name: [globs]}), replacing the corpus's Hub source (offline clusters)."""
     tokenizer_dir: str = ""
     """HF tokenizer for real corpora (the HF model directory); synthetic data trains its own."""
-    max_documents: int = 0
+    max_documents: int = field(default=0, metadata=at_least(0))
     """Stop each corpus after this many documents (0: all); handy for smoke tests of a real recipe."""
-    workers: int = 0
+    workers: int = field(default=0, metadata=at_least(0))
     """Tokenizer worker processes (0: all cores)."""
     real_assets_dir: str = ""
     """Build the real SmolLM2-135M-Instruct model directory and CHAMP files here first (data_prep.real_assets, from

@@ -65,15 +65,18 @@ def test_dotted_overrides_parse_json_values():
 
 @pytest.mark.parametrize("override,message", [
     ("schedule.train_iter=5", r"unknown config field\(s\) \['schedule.train_iter'\] \(did you mean 'train_iters'\?\); valid in schedule: .*'train_iters'"),
-    ("schedule.train_iters=abc", r"schedule.train_iters='abc' must be an integer"),
-    ("optimizer.lr=1", r"'optimizer' is not a config section; sections: \['model', 'data'"),
-    ("train_iters", r"is not dotted.key=value"),
+    ("schedule.train_iters=abc", r"schedule.train_iters='abc' must be a whole number"),
+    ("optimizer.lr=1", r"unknown config field\(s\) \['optimizer'\] \(did you mean 'optim'\?\)"),
+    ("output_dir.x=1", r"override 'output_dir.x': 'output_dir' is not a config section; sections: \['model', 'data'"),
+    ("data.eod_mask_loss=yes", r"data.eod_mask_loss='yes' must be true or false"),
+    ("schedule.train_iters=0", r"schedule.train_iters=0 must be >= 1"),
+    ("train_iters", r"is not name=value or section.name=value"),
 ])
 def test_bad_overrides_name_the_field(override, message):
     from pipeline.pretrain_config import PretrainConfig
 
     with pytest.raises(ValueError, match=message):
-        PretrainConfig().with_overrides([override])
+        PretrainConfig().with_overrides([override]).validate(1)  # ranges: checked first by validate
 
 
 @pytest.mark.parametrize("sections,world,message", [

@@ -125,6 +125,28 @@ def test_bad_layout_is_refused_before_launch(tmp_path):
         build_tasks(recipe)
 
 
+@pytest.mark.parametrize("where,value,message", [
+    (("stage2", "steps"), 0, "recipe.stage2.steps=0 must be >= 1"),
+    (("stage1", "schedule", "train_iters"), "600", "recipe.stage1.schedule.train_iters='600' must be a whole number"),
+    (("data", "num_pretrain_docs"), 0, "recipe.data.num_pretrain_docs=0 must be >= 1"),
+    (("eval", "max_new_tokens"), 2.5, "recipe.eval.max_new_tokens=2.5 must be a whole number"),
+    (("stage2", "wandb", "project"), 7, "recipe.stage2.wandb.project=7 must be a string"),
+    (("nodes",), 0, "recipe.nodes=0 must be >= 1"),
+])
+def test_a_mistyped_or_out_of_range_recipe_field_is_refused_before_launch(tmp_path, where, value, message):
+    from recipes.experiment import build_tasks
+    from recipes.pipeline_recipe import tiny_cpu
+
+    recipe = tiny_cpu()
+    recipe.output_dir = str(tmp_path)
+    node = recipe
+    for name in where[:-1]:
+        node = getattr(node, name)
+    setattr(node, where[-1], value)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        build_tasks(recipe)
+
+
 def test_cli_overrides_edit_the_chosen_recipe():
     """`recipe.FIELD=...` starts from the tiny_cpu default (or from `recipe=NAME`), not from PipelineRecipe()'s
     class defaults: those would turn the tiny run into 3000-token generations."""

@@ -247,16 +247,15 @@ def test_bad_config_fails_before_launching(policy, tmp_path, override, message):
 def test_out_of_range_or_mistyped_settings_are_refused_naming_the_field(override, message):
     from pipeline.rl.config import RLConfig
 
-    cfg = RLConfig.from_dict({"train_questions": "q.jsonl", "template": "none", "questions_per_step": 8,
-                              "group_size": 4, "micro_batch_size": 4, "minibatches_per_step": 1, **override})
-    with pytest.raises(ValueError, match=re.escape(message)):
-        cfg.validate(2, check_files=False)
+    with pytest.raises(ValueError, match=re.escape(message)):  # a type when it is read, a range by validate
+        RLConfig.from_dict({"train_questions": "q.jsonl", "template": "none", "questions_per_step": 8, "group_size": 4,
+                            "micro_batch_size": 4, "minibatches_per_step": 1, **override}).validate(2, check_files=False)
 
 
 def test_unknown_field_is_named():
     from pipeline.rl.config import RLConfig
 
-    with pytest.raises(ValueError, match=r"unknown RL config fields \['learning_rate'\]"):
+    with pytest.raises(ValueError, match=r"unknown config field\(s\) \['learning_rate'\]"):
         RLConfig.from_dict({"learning_rate": 1.0})
     with pytest.raises(ValueError, match=r"\['stpes'\] \(did you mean 'steps'\?\)"):  # the closest valid name
         RLConfig.from_dict({"stpes": 3})
@@ -307,7 +306,18 @@ def test_the_stage_two_cli_names_a_missing_or_broken_config_file(tmp_path, capsy
     assert main(["--config", str(broken)]) == 2
     err = capsys.readouterr().err.splitlines()
     assert err == [f"error: config file {tmp_path / 'nope.json'} does not exist",
-                   f"error: config file {broken} is not valid JSON: Expecting value: line 1 column 11 (char 10)"]
+                   f"error: config file {broken} line 1 column 11 is not valid JSON: Expecting value"]
+    broken_yaml = tmp_path / "rl.yaml"
+    broken_yaml.write_text("steps: 3\ngroup_size: [4\n")
+    assert main(["--config", str(broken_yaml)]) == 2
+    assert capsys.readouterr().err.startswith(f"error: config file {broken_yaml} line 3 is not valid YAML")
+    good_yaml = tmp_path / "good.yaml"
+    good_yaml.write_text("steps: 3\nstd_normalize: false\nwandb:\n  project: math-rl\n")
+    from pipeline.rl.__main__ import parse_config
+
+    cfg = parse_config(["--config", str(good_yaml), "group_size=4", "wandb.mode=offline"])
+    assert (cfg.steps, cfg.std_normalize, cfg.group_size, cfg.wandb.project, cfg.wandb.mode) == (
+        3, False, 4, "math-rl", "offline")
 
 
 def test_over_long_questions_are_counted_and_all_too_long_is_refused(tmp_path, capsys):

@@ -13,6 +13,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from cli.config import at_least, check
 from data_prep.templates import TEMPLATES, check_template, get_template
 from pipeline.eval.benchmarks import PAPER_SUITE, BenchmarkRef, Question, load_benchmark, parse_benchmark, suite_refs
 from pipeline.eval.generation import GenerateFn
@@ -36,25 +37,25 @@ class EvalConfig:
     """Prompt template: r1, qwen_math, none, or chat (the model's own chat template) (data_prep.templates)."""
     system_prompt: str = ""
     """With template=chat: a system turn before each question (empty: none, or the chat template's own default)."""
-    max_new_tokens: int = 3000
+    max_new_tokens: int = dataclasses.field(default=3000, metadata=at_least(1))
     """Generation budget per response (the paper's evaluation: 3000)."""
-    temperature: float = 0.0
+    temperature: float = dataclasses.field(default=0.0, metadata=at_least(0.0))
     """0 is greedy decoding (the paper's setting); use > 0 with n > 1 for pass@k."""
     top_p: float = 1.0
     """Nucleus sampling mass when sampling."""
-    n: int = 1
+    n: int = dataclasses.field(default=1, metadata=at_least(1))
     """Responses per question."""
     pass_k: tuple[int, ...] = (1,)
     """k values of the unbiased pass@k estimator; each must be <= n."""
     seed: int = 0
     """Sampling seed (each generate call adds its first question's index)."""
-    max_questions: int = 0
+    max_questions: int = dataclasses.field(default=0, metadata=at_least(0))
     """Evaluate only the first this many questions of each benchmark; 0 means all."""
-    chunk_size: int = 64
+    chunk_size: int = dataclasses.field(default=64, metadata=at_least(1))
     """Questions per generate call: the progress bar advances per chunk."""
     truncated_scores_zero: bool = False
     """Score truncated responses 0 (the RL reward's rule). The authors' evaluation grades their text anyway."""
-    grader_workers: int = 2
+    grader_workers: int = dataclasses.field(default=2, metadata=at_least(1))
     """Grading worker processes (pipeline.rl.reward.RewardGrader)."""
     verifier: str = "math_verify"
     """Grader (pipeline.rl.grading.VERIFIERS): math_verify (what the authors' evaluate_model.py grades the paper's
@@ -69,6 +70,7 @@ class EvalConfig:
     """results.json, results.md and generations.jsonl are written here."""
 
     def __post_init__(self):
+        check(self)  # every field's type and declared range
         check_template(self.template, self.system_prompt)
         from pipeline.rl.grading import get_verifier
 
@@ -77,11 +79,8 @@ class EvalConfig:
         if not self.benchmarks and not self.suite and not self.benchmark_file:
             raise ValueError("no benchmarks: pass benchmarks=('math500=PATH', ...) (CLI: --benchmark NAME=PATH), "
                              "benchmark_file=JSON or suite=DIR (CLI: --suite DIR)")
-        if self.n < 1 or self.max_new_tokens < 1 or self.chunk_size < 1:
-            raise ValueError(f"n, max_new_tokens and chunk_size must be >= 1, got {self.n}, {self.max_new_tokens}, "
-                             f"{self.chunk_size}")
-        if self.temperature < 0 or not 0 < self.top_p <= 1:
-            raise ValueError(f"need temperature >= 0 and 0 < top_p <= 1, got {self.temperature}, {self.top_p}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p={self.top_p!r} must be in (0, 1]")
         if self.temperature == 0 and self.n > 1:
             raise ValueError(f"greedy decoding (temperature 0) gives {self.n} identical responses; set temperature "
                              "> 0 (e.g. 0.6 or 1.0) for pass@k, or n=1")

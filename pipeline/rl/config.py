@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cli.errors import did_you_mean
+from cli.config import at_least, build, check
 from data_prep.templates import check_template
 from megatron_ext.models import RECOMPUTE
 from pipeline.metrics import WandbConfig
@@ -62,15 +62,15 @@ class RLConfig:
     generator_options: dict = field(default_factory=dict)
     """Engine-specific settings, e.g. vLLM's {'gpu_memory_utilization': 0.35}, the torch engine's
     {'batch_size': 256, 'fused_kernels': True}."""
-    questions_per_step: int = 128
+    questions_per_step: int = field(default=128, metadata=at_least(1))
     """Questions sampled per RL step (the rollout batch)."""
-    group_size: int = 8
+    group_size: int = field(default=8, metadata=at_least(2, "a group of one sample has zero advantage: nothing is learned"))
     """Responses per question (G)."""
-    max_new_tokens: int = 3000
+    max_new_tokens: int = field(default=3000, metadata=at_least(1))
     """Generation budget; also the constant Dr. GRPO normaliser. Truncated responses get reward 0."""
-    max_prompt_tokens: int = 1024
+    max_prompt_tokens: int = field(default=1024, metadata=at_least(1))
     """Longer prompts are dropped from the question set at start-up (counted in the log)."""
-    temperature: float = 1.0
+    temperature: float = field(default=1.0, metadata=at_least(0.0))
     top_p: float = 1.0
 
     # ---- algorithm
@@ -83,15 +83,15 @@ class RLConfig:
     """Token-loss aggregation (pipeline.rl.loss.AGGREGATIONS); empty: the algorithm's."""
     std_normalize: bool | None = None
     """Divide advantages by the per-question reward std; None: the algorithm's (GRPO and DAPO do, Dr. GRPO not)."""
-    clip_eps: float = 0.2
-    kl_coef: float = 0.0
+    clip_eps: float = field(default=0.2, metadata=at_least(0.0))
+    kl_coef: float = field(default=0.0, metadata=at_least(0.0))
     """KL to the frozen initial policy (k3 estimator); 0 in the paper, and then no reference model is built."""
-    ppo_epochs: int = 1
-    minibatches_per_step: int = 8
+    ppo_epochs: int = field(default=1, metadata=at_least(1))
+    minibatches_per_step: int = field(default=8, metadata=at_least(1))
     """Optimizer steps per RL step, each on a 1/minibatches share of the responses. The authors' schedule: 128
     questions x 8 samples, train_batch_size 128, i.e. 8 steps per rollout, so the PPO ratio and clip act from the
     second step on (with 1 the update is on-policy: ratio 1, clip inert)."""
-    tis_cap: float = 0.0
+    tis_cap: float = field(default=0.0, metadata=at_least(0.0))
     """Truncated importance sampling against the rollout engine: each token's surrogate is weighted by
     min(pi_learner / pi_engine, tis_cap), correcting the engine's sampling mismatch (bf16 vLLM kernels vs the
     learner; oat's tis_c, verl's). 0: off, as in the paper. train/logp_mismatch{,_max,_p99} show the mismatch."""
@@ -100,25 +100,25 @@ class RLConfig:
     update per step that update's forward pass, detached) or 'engine' (from sampling)."""
 
     # ---- optimisation
-    lr: float = 1e-6
+    lr: float = field(default=1e-6, metadata=at_least(0.0))
     adam_betas: tuple[float, float] = (0.9, 0.95)
     adam_eps: float = 1e-8
-    weight_decay: float = 0.0
-    grad_clip: float = 1.0
+    weight_decay: float = field(default=0.0, metadata=at_least(0.0))
+    grad_clip: float = field(default=1.0, metadata=at_least(0.0))
     bf16: bool = True
     """bf16 learner on GPU (fp32 master weights); CPU always runs fp32."""
 
     # ---- parallelism
-    tp: int = 1
-    pp: int = 1
-    micro_batch_size: int = 8
+    tp: int = field(default=1, metadata=at_least(1))
+    pp: int = field(default=1, metadata=at_least(1))
+    micro_batch_size: int = field(default=8, metadata=at_least(1))
     """Responses per forward/backward micro-batch on each data-parallel rank."""
     shared_prompt_update: bool = True
     """Run each group's prompt once in the update, its G responses attending to that one copy
     (megatron_ext.shared_prefix): the same loss and gradients for 1/G of the prompt's compute. Applies when
     micro-batches hold whole groups and the learner has Megatron's local layers (CPU); otherwise one row per
     response, as with False."""
-    threads_per_rank: int = 0
+    threads_per_rank: int = field(default=0, metadata=at_least(0))
     """torch threads per rank on CPU (0: cores / ranks)."""
 
     # ---- memory (bench.memory_plan predicts a recipe's peak with these)
@@ -126,7 +126,7 @@ class RLConfig:
     """Activation recomputation in the update (Megatron's): none; selective (core attention recomputed); full (each
     layer keeps only its input and recomputes the rest in backward: ~a third more compute, a small fraction of the
     activation memory). Same loss and gradients."""
-    logprob_chunk_tokens: int = 4096
+    logprob_chunk_tokens: int = field(default=4096, metadata=at_least(0))
     """Log-probs and entropy from the logits this many tokens at a time, never fp32 [tokens, vocabulary] at once
     (0: all at once). Same values and gradients."""
     trim_microbatch_padding: bool = True
@@ -138,24 +138,24 @@ class RLConfig:
     optimizer still steps fp32 main weights. CPU runs fp32 either way."""
 
     # ---- schedule
-    steps: int = 500
-    eval_every: int = 25
+    steps: int = field(default=500, metadata=at_least(1))
+    eval_every: int = field(default=25, metadata=at_least(0))
     """Greedy evaluation on test_questions every this many steps (and before the first and after the last); 0: only
     before the first and after the last."""
-    eval_max_questions: int = 0
+    eval_max_questions: int = field(default=0, metadata=at_least(0))
     """Evaluate on at most this many test questions (0: all)."""
-    checkpoint_every: int = 50
+    checkpoint_every: int = field(default=50, metadata=at_least(1))
     """Save a checkpoint every this many steps (and after the last one, or when a signal stops the run)."""
-    keep_checkpoints: int = 2
+    keep_checkpoints: int = field(default=2, metadata=at_least(1))
     """Keep the newest this many checkpoints; older ones are deleted."""
-    exit_duration_min: float = 0.0
+    exit_duration_min: float = field(default=0.0, metadata=at_least(0.0))
     """Save and exit cleanly after this many minutes (0: no limit); SLURM's USR1/TERM do the same."""
     resume_from: str = ""
     """An iter_* checkpoint directory to resume from instead of the newest under output_dir/checkpoints (e.g. the
     previous one when the newest is damaged: the run refuses a damaged one and names the good one before it)."""
-    grader_workers: int = 1
+    grader_workers: int = field(default=1, metadata=at_least(1))
     """Grading worker processes per rank."""
-    grade_timeout_s: float = 1.0
+    grade_timeout_s: float = field(default=1.0, metadata=at_least(0.0))
     """Hard limit per graded answer (the authors use 1 s); a timeout scores 0 and is counted."""
     log_generations: int = 4
     """Responses per step written to generations.jsonl (all of them: -1)."""
@@ -177,18 +177,10 @@ class RLConfig:
                                               "nor any named algorithm: an ablation"))
         return None
 
-    AT_LEAST = {  # the smallest valid value of each count and size
-        "questions_per_step": 1, "group_size": 2,  # a group of one has zero advantage: nothing is learned
-        "max_new_tokens": 1, "max_prompt_tokens": 1, "ppo_epochs": 1, "minibatches_per_step": 1,
-        "micro_batch_size": 1, "tp": 1, "pp": 1, "steps": 1, "eval_every": 0, "eval_max_questions": 0,
-        "checkpoint_every": 1, "keep_checkpoints": 1, "grader_workers": 1, "threads_per_rank": 0,
-        "logprob_chunk_tokens": 0, "lr": 0.0, "weight_decay": 0.0, "grad_clip": 0.0, "clip_eps": 0.0, "kl_coef": 0.0,
-        "tis_cap": 0.0, "temperature": 0.0, "grade_timeout_s": 0.0, "exit_duration_min": 0.0,
-    }
-
     def validate(self, world_size: int, *, check_files: bool = True) -> None:
         """Raise ValueError with the fix, before any process group or model is built. `check_files=False` checks
         only the settings (a recipe validating before earlier stages have written their outputs)."""
+        check(self)  # every field's type (a JSON "false" is a non-empty string, which Python reads as true) and range
         if check_files and (not self.model_dir or not (Path(self.model_dir) / "config.json").exists()):
             raise ValueError(f"model_dir={self.model_dir!r} is not a Hugging Face model directory (no config.json)")
         if not self.train_questions:
@@ -196,23 +188,6 @@ class RLConfig:
         if self.algorithm not in ALGORITHMS:
             raise ValueError(f"algorithm={self.algorithm!r}; valid: {sorted(ALGORITHMS)}")
         check_template(self.template, self.system_prompt, self.model_dir if check_files else None)
-        if not isinstance(self.std_normalize, bool):
-            raise ValueError(f"std_normalize={self.std_normalize!r} must be true or false")
-        for f in dataclasses.fields(self):  # a JSON "false" is a non-empty string, which Python reads as true
-            if f.type in (bool, "bool") and not isinstance(getattr(self, f.name), bool):
-                raise ValueError(f"{f.name}={getattr(self, f.name)!r} must be true or false")
-            if f.type in (str, "str") and not isinstance(getattr(self, f.name), str):
-                raise ValueError(f"{f.name}={getattr(self, f.name)!r} must be a string")
-            value = getattr(self, f.name)
-            if f.type in (int, "int") and (isinstance(value, bool) or not isinstance(value, int)):
-                raise ValueError(f"{f.name}={value!r} must be a whole number")
-            if f.type in (float, "float") and (isinstance(value, bool) or not isinstance(value, (int, float))):
-                raise ValueError(f"{f.name}={value!r} must be a number")
-        for name, least in self.AT_LEAST.items():
-            if getattr(self, name) < least:
-                raise ValueError(f"{name}={getattr(self, name)!r} must be >= {least}"
-                                 + (" (a group of one sample has zero advantage: nothing is learned)"
-                                    if name == "group_size" else ""))
         if self.aggregation not in AGGREGATIONS:
             raise ValueError(f"aggregation={self.aggregation!r}; valid: {sorted(AGGREGATIONS)}")
         if self.behaviour_logprobs not in ("learner", "engine"):
@@ -251,15 +226,5 @@ class RLConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> "RLConfig":
-        known = {f.name: f for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - set(known))
-        if unknown:
-            raise ValueError(f"unknown RL config fields {unknown}{did_you_mean(unknown[0], known)}; valid fields: "
-                             f"{sorted(known)}")
-        values = dict(values)
-        for name in ("train_levels", "adam_betas"):
-            if name in values and values[name] is not None:
-                values[name] = tuple(values[name])
-        if "wandb" in values:
-            values["wandb"] = WandbConfig.from_dict(values["wandb"], "wandb")
-        return cls(**values)
+        """From a config file's object and `Text` overrides (cli.config): every value read by its field's type."""
+        return build(cls, values)
