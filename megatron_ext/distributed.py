@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import datetime
 import os
 import socket
@@ -76,6 +77,11 @@ def init_distributed(tp: int = 1, pp: int = 1, seed: int = 1234, timeout_s: int 
             torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
         backend = "nccl" if on_gpu else simulated_accelerator.BACKEND if device.type != "cpu" else "gloo"
         dist.init_process_group(backend=backend, timeout=datetime.timedelta(seconds=timeout_s))
+        if backend != "nccl":
+            # gloo's groups own running threads: left to the interpreter's final teardown, a joinable thread can be
+            # destroyed and abort the process ("terminate called without an active exception") after a clean run.
+            # (NCCL's destroy can block on a peer that died, so GPU runs keep PyTorch's own exit path.)
+            atexit.register(destroy_distributed)
     world_size = dist.get_world_size()
     dp = validate_world(world_size, tp, pp)
     if parallel_state.model_parallel_is_initialized():
