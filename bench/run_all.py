@@ -56,7 +56,7 @@ def _rollout_rows(r: dict) -> list[dict]:
     engines, base = r["engines"], r["engines"].get("hf_generate", {}).get("tokens_per_s")
     s = r["settings"]
     rows = []
-    for name, label in (("vllm", "vLLM generator"), ("torch", "torch engine")):
+    for name, label in (("vllm", "vLLM engine"), ("torch", "torch engine")):
         if name in engines:
             rows.append(_row("rollout", f"{label} ({s['prompts']} prompts x {s['n']}, {s['max_new']} new tokens)",
                              engines[name]["tokens_per_s"], "tokens/s", "transformers generate", base,
@@ -68,15 +68,15 @@ def _rl_step_rows(r: dict) -> list[dict]:
     s, trl, t = r["settings"], r.get("trl"), r["targets"]
     rows = []
     for o in r["ours"]:
-        what = f"{o['generator']} x{o['ranks']} ranks, {s['prompts']}x{s['group']}, {s['max_new']} new tokens"
+        what = f"{o['engine']} x{o['ranks']} ranks, {s['prompts']}x{s['group']}, {s['max_new']} new tokens"
         ratio = o.get("ratio_vs_trl")
         rows.append(_row("rl_step", f"RL step ({what})", o["samples_per_s"], "samples/s",
                          "TRL GRPOTrainer dr_grpo" if trl else "TRL (not run)", trl["samples_per_s"] if trl else None,
                          ratio, f">= {t['ratio_vs_trl']}x", None if ratio is None else ratio >= t["ratio_vs_trl"]))
         if trl and o.get("cpu_ratio_vs_trl"):
-            rows.append(_row("rl_step", f"RL step CPU seconds ({o['generator']} x{o['ranks']}; ratio: TRL's / ours)",
+            rows.append(_row("rl_step", f"RL step CPU seconds ({o['engine']} x{o['ranks']}; ratio: TRL's / ours)",
                              o["cpu_s_per_step"], "CPU s/step", "TRL", trl["cpu_s_per_step"], o["cpu_ratio_vs_trl"]))
-        rows.append(_row("rl_step", f"weight sync share ({o['generator']} x{o['ranks']})", o["sync_share"],
+        rows.append(_row("rl_step", f"weight sync share ({o['engine']} x{o['ranks']})", o["sync_share"],
                          "of step", None, None, None, f"<= {t['sync_share']:.0%}", o["sync_share"] <= t["sync_share"]))
     return rows
 
@@ -87,7 +87,7 @@ def _rl_step_details(r: dict) -> list[str]:
              "| run | step s | CPU s/step | completions/step | tokens/completion | truncated | parts (s) |",
              "|---|---|---|---|---|---|---|"]
     sides = ([("TRL GRPOTrainer", r["trl"])] if r.get("trl") else []) + [
-        (f"ours {o['generator']} x{o['ranks']}", o) for o in r["ours"]]
+        (f"ours {o['engine']} x{o['ranks']}", o) for o in r["ours"]]
     for name, x in sides:
         parts = ", ".join(f"{k.split('/')[-1].split('.')[-1].removesuffix('_s')} {v:.3f}"
                           for k, v in x["parts_median_s"].items() if v >= 0.0005)

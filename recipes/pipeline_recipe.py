@@ -23,7 +23,7 @@ from cli.config import at_least, check
 from data_prep.real_assets import check_assets_dir
 from pipeline.pretrain_config import PretrainConfig
 from pipeline.rl.config import RLConfig
-from pipeline.rl.generator import context_length
+from pipeline.rl.engine import context_length
 from recipes.tasks import DataTask, tokens_prefix
 
 
@@ -77,7 +77,7 @@ def tiny_cpu() -> PipelineRecipe:
     recipe = PipelineRecipe(output_dir="outputs/tiny_pipeline")
     recipe.stage1.model.preset = "tiny"
     recipe.stage2 = RLConfig(
-        template="none", generator="auto", questions_per_step=16, group_size=8, max_new_tokens=48,
+        template="none", engine="auto", questions_per_step=16, group_size=8, max_new_tokens=48,
         max_prompt_tokens=64, lr=5e-5, bf16=False, micro_batch_size=16, steps=40, eval_every=20,
         eval_max_questions=100, checkpoint_every=20, log_generations=-1,
         minibatches_per_step=1,  # one update per rollout: what docs/rl_gain measured; 8 steps of 16 would be 8x slower
@@ -112,7 +112,7 @@ def smollm2_cpu(assets_dir: str = "") -> PipelineRecipe:
     s1.optim.lr, s1.optim.min_lr, s1.optim.warmup_iters, s1.optim.weight_decay = 1e-4, 1e-5, 4, 0.0
     s1.checkpoint.interval = 20
     recipe.stage2 = RLConfig(
-        template="chat", system_prompt=SMOLLM2_SYSTEM_PROMPT, generator="auto", questions_per_step=8, group_size=8,
+        template="chat", system_prompt=SMOLLM2_SYSTEM_PROMPT, engine="auto", questions_per_step=8, group_size=8,
         max_new_tokens=64, max_prompt_tokens=128, lr=1e-5, bf16=False, micro_batch_size=8, minibatches_per_step=1,
         steps=16, eval_every=8, eval_max_questions=100, checkpoint_every=8, log_generations=-1,
     )
@@ -149,9 +149,9 @@ def llama32_3b_a100(hf_model: str = "", math_train: str = "", eval_suite: str = 
     s1.parallel.tp, s1.parallel.pp = 1, 1
     recipe.stage2 = RLConfig(
         train_questions=f"math:{math_train}" if math_train else "", template="r1", verifier="fast",
-        generator="vllm", questions_per_step=128, group_size=8, minibatches_per_step=8, max_new_tokens=3000,
+        engine="vllm", questions_per_step=128, group_size=8, minibatches_per_step=8, max_new_tokens=3000,
         max_prompt_tokens=1024, lr=1e-6, micro_batch_size=4, steps=500, eval_every=16, checkpoint_every=25,
-        generator_options={"gpu_memory_utilization": 0.35},
+        engine_options={"gpu_memory_utilization": 0.35},
         recompute="full",  # the authors' --gradient-checkpointing; without it 4 x 4024-token rows keep 68 GiB
     )
     recipe.eval = EvalTask(suite=eval_suite, template="r1", max_new_tokens=3000, backend="vllm")
@@ -188,9 +188,9 @@ def qwen25_math_7b_oat_zero(hf_model: str = "", math_train: str = "", eval_suite
     recipe.data = DataTask(synthetic=False)
     recipe.stage2 = RLConfig(
         model_dir=hf_model, train_questions=f"math:{math_train}" if math_train else "", train_levels=(3, 4, 5),
-        template="qwen_math", verifier="math_verify", generator="vllm", questions_per_step=128, group_size=8,
+        template="qwen_math", verifier="math_verify", engine="vllm", questions_per_step=128, group_size=8,
         minibatches_per_step=8, max_new_tokens=3000, max_prompt_tokens=1024, lr=1e-6, micro_batch_size=4,
-        steps=500, eval_every=16, checkpoint_every=25, generator_options={"gpu_memory_utilization": 0.35},
+        steps=500, eval_every=16, checkpoint_every=25, engine_options={"gpu_memory_utilization": 0.35},
         recompute="full", grad_reduce_in_fp32=False,
     )
     recipe.eval = EvalTask(suite=eval_suite, template="qwen_math", max_new_tokens=3000, backend="vllm")

@@ -43,7 +43,7 @@
 #   SRUN_ARGS        (none)                extra srun options, whitespace-separated
 #   THREADS_PER_RANK (node's CPUs / NPROC_PER_NODE)  CPU threads per rank (OMP_NUM_THREADS), worked out on each node
 #   VLLM_CPU_KVCACHE_SPACE (an 8th of a rank's share of the node's memory, >= 1)  GiB of vLLM KV cache per rank on
-#                                          CPU-only nodes (GPU nodes use generator_options.gpu_memory_utilization)
+#                                          CPU-only nodes (GPU nodes use engine_options.gpu_memory_utilization)
 #   SHUTDOWN_TIMEOUT 600                   seconds torchrun waits for ranks to exit after TERM
 #   REQUEUE_ON_USR1  1                     requeue after a USR1-triggered clean exit (0: just exit)
 #   STEP_WAIT        60                    seconds the other nodes get once one node's torchrun exited (srun --wait)

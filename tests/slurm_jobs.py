@@ -20,7 +20,7 @@ from slurm_cluster import cancel, job_state, sbatch, wait_for_job
 # The local nodes have 2 CPUs and no GPUs: these override the A100 #SBATCH defaults, as users would.
 LOCAL_NODE = ("--gpus-per-node=0", "--cpus-per-task=2", "--time=15")
 TWO_NODES = ("--partition=multi", "--nodes=2", *LOCAL_NODE)
-RL_SETTINGS = dict(template="none", generator="torch", questions_per_step=4, group_size=4, max_new_tokens=16,
+RL_SETTINGS = dict(template="none", engine="torch", questions_per_step=4, group_size=4, max_new_tokens=16,
                    steps=8, checkpoint_every=2, micro_batch_size=4, minibatches_per_step=1, lr=3e-4, seed=3,
                    log_generations=-1,
                    grade_timeout_s=30.0)  # a loaded machine must not turn grading into timeouts

@@ -108,7 +108,7 @@ def test_rl_run_on_a_device_equals_the_cpu_run_and_resumes(tmp_path):
     for name in ("device", "cpu"):
         outs[name] = tmp_path / name
         config = dict(model_dir=str(model), output_dir=str(outs[name]), train_questions=str(questions),
-                      test_questions=str(questions), eval_max_questions=8, template="none", generator="torch",
+                      test_questions=str(questions), eval_max_questions=8, template="none", engine="torch",
                       questions_per_step=4, group_size=4, max_new_tokens=12, steps=3, eval_every=2,
                       checkpoint_every=1, micro_batch_size=4, minibatches_per_step=2, lr=3e-4, seed=3)
         (tmp_path / f"{name}.json").write_text(json.dumps(config))

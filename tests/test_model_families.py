@@ -146,9 +146,9 @@ def test_lean_decoder_runs_qwen3_on_its_kernels_and_torch_ops_as_transformers_do
     from transformers import AutoModelForCausalLM
 
     from pipeline.rl import decode_kernels
-    from pipeline.rl.generator import GeneratorSpec, SamplingSettings
+    from pipeline.rl.engine import EngineSpec, SamplingSettings
     from pipeline.rl.lean_decoder import LeanDecoder
-    from pipeline.rl.torch_engine import TorchGenerator
+    from pipeline.rl.torch_engine import TorchEngine
 
     kernels = decode_kernels.load()
     assert kernels is not None, decode_kernels.failure()
@@ -169,7 +169,7 @@ def test_lean_decoder_runs_qwen3_on_its_kernels_and_torch_ops_as_transformers_do
             expected, got = plain.step(tokens), fused.step(tokens)
     reference = AutoModelForCausalLM.from_pretrained(hf_dirs["qwen3"], dtype=torch.float32).eval()
     for use_kernels in (True, False):
-        engine = TorchGenerator(GeneratorSpec(str(hf_dirs["qwen3"]), options={"fused_kernels": use_kernels}))
+        engine = TorchEngine(EngineSpec(str(hf_dirs["qwen3"]), options={"fused_kernels": use_kernels}))
         assert (engine.decoder.kernels is not None) == use_kernels
         samples = engine.generate(prompts, SamplingSettings(max_new_tokens=16, temperature=0.8, n=2, seed=0))
         with torch.no_grad():

@@ -185,12 +185,12 @@ def test_stage_one_continues_the_real_model_and_lowers_its_loss_on_champ_solutio
     # it was trained to end documents with <|endoftext|>: the export stops generation there too, not only at
     # <|im_end|> (else every sampled answer runs on into a new document until the budget cuts it: reward 0)
     from transformers import AutoTokenizer, GenerationConfig
-    from pipeline.rl.torch_engine import TorchGenerator
-    from pipeline.rl.generator import GeneratorSpec
+    from pipeline.rl.torch_engine import TorchEngine
+    from pipeline.rl.engine import EngineSpec
 
     eos = GenerationConfig.from_pretrained(out / "hf").eos_token_id
     assert eos == [AutoTokenizer.from_pretrained(assets.model_dir).eos_token_id, summary["tokenizer"]["eod_id"]], eos
-    assert TorchGenerator(GeneratorSpec(str(out / "hf"), seed=0, max_model_len=64)).eos_ids == sorted(eos)
+    assert TorchEngine(EngineSpec(str(out / "hf"), seed=0, max_model_len=64)).eos_ids == sorted(eos)
 
 
 def test_two_dr_grpo_steps_from_the_real_model_on_two_ranks(assets, tmp_path, torchrun):
@@ -198,7 +198,7 @@ def test_two_dr_grpo_steps_from_the_real_model_on_two_ranks(assets, tmp_path, to
     written, engine and learner agreeing, the model exported."""
     out = tmp_path / "stage2"
     config = {"model_dir": str(assets.model_dir), "train_questions": str(assets.questions), "template": "chat",
-              "system_prompt": "Put your final answer within \\boxed{}.", "generator": "torch",
+              "system_prompt": "Put your final answer within \\boxed{}.", "engine": "torch",
               "questions_per_step": 2, "group_size": 4, "max_new_tokens": 24, "max_prompt_tokens": 512,
               "micro_batch_size": 4, "minibatches_per_step": 1, "steps": 2, "checkpoint_every": 2, "lr": 1e-6,
               "seed": 5, "log_generations": -1, "output_dir": str(out)}

@@ -224,7 +224,7 @@ FAST = ("recipe.data.num_pretrain_docs=2000", "recipe.data.num_train_questions=6
         "recipe.stage1.schedule.train_iters=12", "recipe.stage1.schedule.eval_interval=6",
         "recipe.stage1.optim.warmup_iters=2", "recipe.stage2.steps=2", "recipe.stage2.questions_per_step=4",
         "recipe.stage2.group_size=4", "recipe.stage2.micro_batch_size=8", "recipe.stage2.eval_max_questions=8",
-        "recipe.stage2.generator=torch", "recipe.eval.backend=torch", "recipe.eval.max_questions=8")
+        "recipe.stage2.engine=torch", "recipe.eval.backend=torch", "recipe.eval.max_questions=8")
 
 
 @pytest.mark.multirank

@@ -28,7 +28,7 @@ def policy(tmp_path_factory):
 def _config(policy, out: Path, **overrides) -> Path:
     model, questions = policy
     cfg = dict(model_dir=str(model), output_dir=str(out), train_questions=str(questions),
-               test_questions=str(questions), eval_max_questions=8, template="none", generator="torch",
+               test_questions=str(questions), eval_max_questions=8, template="none", engine="torch",
                questions_per_step=4, group_size=4, max_new_tokens=12, steps=6, eval_every=3,
                checkpoint_every=2, micro_batch_size=4, minibatches_per_step=1, lr=3e-4, seed=3, log_generations=-1)
     cfg.update(overrides)
@@ -259,6 +259,8 @@ def test_unknown_field_is_named():
         RLConfig.from_dict({"learning_rate": 1.0})
     with pytest.raises(ValueError, match=r"\['stpes'\] \(did you mean 'steps'\?\)"):  # the closest valid name
         RLConfig.from_dict({"stpes": 3})
+    with pytest.raises(ValueError, match=r"renamed fields: generator is now engine"):
+        RLConfig.from_dict({"generator": "torch"})
     with pytest.raises(ValueError, match=r"\['wandb.projet'\] \(did you mean 'project'\?\)"):
         RLConfig.from_dict({"wandb": {"projet": "math-rl"}})
 

@@ -16,9 +16,9 @@ import pytest
 import torch
 
 from pipeline.rl import decode_kernels
-from pipeline.rl.generator import GeneratorSpec, SamplingSettings
+from pipeline.rl.engine import EngineSpec, SamplingSettings
 from pipeline.rl.lean_decoder import LeanDecoder
-from pipeline.rl.torch_engine import TorchGenerator, _sample_next
+from pipeline.rl.torch_engine import TorchEngine, _sample_next
 from tiny_models import save_char_tokenizer, save_random_llama, tiny_llama_config
 
 
@@ -32,10 +32,10 @@ def require_kernels():
     return module
 
 
-def engine_spec(model_dir, fused: bool) -> GeneratorSpec:
+def engine_spec(model_dir, fused: bool) -> EngineSpec:
     if fused:
         require_kernels()
-    return GeneratorSpec(str(model_dir), options={"fused_kernels": fused})
+    return EngineSpec(str(model_dir), options={"fused_kernels": fused})
 
 PROMPTS = [[5, 17, 30, 44, 9, 60, 71], [12, 3], [40, 41, 42, 43, 44], [7]]
 
@@ -93,7 +93,7 @@ def reference_logprobs(model_dir, prompts, samples, temperature=1.0):
                          ids=["tied", "untied+bias", "qwen2"])
 def test_sampled_logprobs_match_transformers_forward(tmp_path, overrides, fused):
     model_dir = make_qwen2(tmp_path) if overrides == "qwen2" else make_model(tmp_path, **overrides)
-    engine = TorchGenerator(engine_spec(model_dir, fused))
+    engine = TorchEngine(engine_spec(model_dir, fused))
     assert (engine.decoder.kernels is not None) == fused
     prompts = PROMPTS + [PROMPTS[1]]  # a repeated prompt, apart from its first copy: all six rows share one prefill
     samples = engine.generate(prompts, SamplingSettings(max_new_tokens=24, temperature=0.8, n=3, seed=0))
@@ -108,18 +108,18 @@ def test_sampled_logprobs_match_transformers_forward(tmp_path, overrides, fused)
 def test_a_model_the_decoder_cannot_run_is_refused_with_the_alternatives(tmp_path):
     model_dir = make_model(tmp_path, hidden_act="gelu")
     with pytest.raises(ValueError, match=r"hidden_act 'gelu'.*'vllm'.*'hf'"):
-        TorchGenerator(GeneratorSpec(str(model_dir)))
+        TorchEngine(EngineSpec(str(model_dir)))
 
 
 def test_a_fused_kernels_option_that_is_not_a_boolean_is_refused(tmp_path):
-    with pytest.raises(ValueError, match="generator_options.fused_kernels must be true or false, got 'false'"):
-        TorchGenerator(GeneratorSpec(str(make_model(tmp_path)), options={"fused_kernels": "false"}))
+    with pytest.raises(ValueError, match="engine_options.fused_kernels must be true or false, got 'false'"):
+        TorchEngine(EngineSpec(str(make_model(tmp_path)), options={"fused_kernels": "false"}))
 
 
 @pytest.mark.parametrize("fused", [pytest.param(True, id="kernels", marks=pytest.mark.kernels), pytest.param(False, id="torch-ops")])
 def test_rows_that_stop_early_leave_the_batch_without_disturbing_the_rest(tmp_path, fused):
     model_dir = make_model(tmp_path)
-    engine = TorchGenerator(engine_spec(model_dir, fused))
+    engine = TorchEngine(engine_spec(model_dir, fused))
     sampling = SamplingSettings(max_new_tokens=30, n=4, seed=3)
     free = [s for g in engine.generate(PROMPTS, sampling) for s in g]
     # make the tokens that rows sample most often early on EOS tokens: those rows stop there, the others run on
@@ -139,7 +139,7 @@ def test_weight_update_reaches_the_decoder(tmp_path):
     from transformers import AutoModelForCausalLM
 
     model_dir = make_model(tmp_path)
-    engine = TorchGenerator(GeneratorSpec(str(model_dir)))
+    engine = TorchEngine(EngineSpec(str(model_dir)))
     moved = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     torch.manual_seed(0)
     with torch.no_grad():
@@ -253,7 +253,7 @@ def test_without_a_compiler_the_engine_says_why_and_decodes_with_torch_ops(tmp_p
     monkeypatch.setattr(torch.utils.cpp_extension, "load", no_ninja)
     model_dir = make_model(tmp_path)
     with pytest.warns(UserWarning, match=r"could not be built \(RuntimeError: Ninja is required.*torch ops instead"):
-        engine = TorchGenerator(GeneratorSpec(str(model_dir)))
+        engine = TorchEngine(EngineSpec(str(model_dir)))
     assert engine.decoder.kernels is None and "Ninja" in decode_kernels.failure()
     samples = engine.generate(PROMPTS, SamplingSettings(max_new_tokens=8, n=2, seed=0))
     for ref, ours in reference_logprobs(model_dir, PROMPTS, samples):

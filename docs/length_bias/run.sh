@@ -18,7 +18,7 @@ STEPS=${STEPS:-100}
 SEEDS=${SEEDS:-7 8 9}
 PY=${PYTHON:-.venv/bin/python}
 COMMON=(model_dir="$MODEL" train_questions="$DATA/rl_train.jsonl" test_questions="$DATA/rl_test.jsonl"
-        eval_max_questions=100 template=none generator=torch questions_per_step=16 group_size=8 max_new_tokens=96
+        eval_max_questions=100 template=none engine=torch questions_per_step=16 group_size=8 max_new_tokens=96
         max_prompt_tokens=64 lr=5e-5 bf16=false micro_batch_size=16 minibatches_per_step=1 steps="$STEPS" eval_every=25
         checkpoint_every=1000 log_generations=-1)
 for seed in $SEEDS; do  # a run directory left by an earlier run would be resumed from its checkpoints

@@ -81,13 +81,13 @@ def main() -> None:
                     ("--run-dir", str(out / f"seed_{r['seed']}"), "--label", f"seed {r['seed']}")], "--out", str(HERE)],
                    cwd=REPO, check=True, env=dict(os.environ, PYTHONPATH=str(REPO)))
     s2 = recipe.stage2
-    generator = s2.generator
-    if generator == "auto":
+    engine = s2.engine
+    if engine == "auto":
         import torch
 
-        from pipeline.rl.generator import vllm_available
+        from pipeline.rl.engine import vllm_available
 
-        generator = "auto (vLLM)" if torch.cuda.is_available() and vllm_available() else "auto (torch engine)"
+        engine = "auto (vLLM)" if torch.cuda.is_available() and vllm_available() else "auto (torch engine)"
     lines = [
         "# Dr. GRPO on the tiny default: held-out greedy accuracy before and after stage two",
         "",
@@ -97,7 +97,7 @@ def main() -> None:
         + (f", {stage1_s:.0f} s" if stage1_s else "") + ").",
         f"Stage two: {s2.steps} steps x {s2.questions_per_step} questions x {s2.group_size} samples, "
         f"max {s2.max_new_tokens} new tokens, lr {s2.lr}, aggregation {s2.aggregation}, std_normalize "
-        f"{s2.std_normalize}, generator {generator}, template {s2.template!r}. Greedy accuracy on all "
+        f"{s2.std_normalize}, engine {engine}, template {s2.template!r}. Greedy accuracy on all "
         f"{test_questions} held-out synthetic test questions.",
         "",
         "| seed | accuracy before | after | gain (points) | stage-two wall time |",

@@ -18,7 +18,7 @@ from typing import Protocol
 
 import torch
 
-from pipeline.rl.generator import stop_token_ids
+from pipeline.rl.engine import stop_token_ids
 
 
 @dataclass(frozen=True)
@@ -133,23 +133,23 @@ class HFGenerate:
 
 
 class EngineGenerate:
-    """``GenerateFn`` on the project's rollout engines (``pipeline.rl.generator``: vllm, torch, auto), the same
+    """``GenerateFn`` on the project's rollout engines (``pipeline.rl.engine``: vllm, torch, auto), the same
     engines stage two samples with, so evaluation and training decode identically."""
 
     def __init__(self, model_dir: str, *, engine: str = "auto", max_model_len: int = 4096, **options):
         from transformers import AutoTokenizer
 
-        from pipeline.rl.generator import GeneratorSpec, build_generator
+        from pipeline.rl.engine import EngineSpec, build_engine
 
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
-        self.generator = build_generator(engine, GeneratorSpec(model_dir, max_model_len=max_model_len, options=options))
+        self.engine = build_engine(engine, EngineSpec(model_dir, max_model_len=max_model_len, options=options))
 
     def __call__(self, prompts: list[str], *, n: int, temperature: float, top_p: float, max_new_tokens: int,
                  stop: tuple[str, ...], seed: int) -> list[list[Completion]]:
-        from pipeline.rl.generator import SamplingSettings
+        from pipeline.rl.engine import SamplingSettings
 
         ids = [self.tokenizer(p, add_special_tokens=True)["input_ids"] for p in prompts]
-        groups = self.generator.generate(ids, SamplingSettings(max_new_tokens=max_new_tokens, temperature=temperature,
+        groups = self.engine.generate(ids, SamplingSettings(max_new_tokens=max_new_tokens, temperature=temperature,
                                                                top_p=top_p, stop=tuple(stop), n=n, seed=seed))
         return [[Completion(s.text, len(s.token_ids), s.truncated) for s in group] for group in groups]
 

@@ -25,6 +25,8 @@ ALGORITHMS: dict[str, tuple[str, bool]] = {
 """algorithm -> (aggregation, std_normalize)."""
 
 
+RENAMED = {"generator": "engine", "generator_options": "engine_options"}
+"""Fields of earlier versions under their new names (a config that uses the old one is refused, naming the new)."""
 TRAJECTORY_FIELDS = (
     "model_dir", "train_questions", "train_levels", "template", "system_prompt", "verifier", "seed",
     "questions_per_step", "group_size", "max_new_tokens", "max_prompt_tokens", "temperature", "top_p", "algorithm",
@@ -57,9 +59,9 @@ class RLConfig:
     seed: int = 42
 
     # ---- rollouts
-    generator: str = "auto"
+    engine: str = "auto"
     """Rollout engine: vllm, torch, auto (vLLM on a GPU where importable, else torch) or 'module:Class'."""
-    generator_options: dict = field(default_factory=dict)
+    engine_options: dict = field(default_factory=dict)
     """Engine-specific settings, e.g. vLLM's {'gpu_memory_utilization': 0.35}, the torch engine's
     {'batch_size': 256, 'fused_kernels': True}."""
     questions_per_step: int = field(default=128, metadata=at_least(1))
@@ -227,4 +229,7 @@ class RLConfig:
     @classmethod
     def from_dict(cls, values: dict) -> "RLConfig":
         """From a config file's object and `Text` overrides (cli.config): every value read by its field's type."""
+        renamed = [f"{old} is now {new}" for old, new in RENAMED.items() if old in values]
+        if renamed:
+            raise ValueError(f"renamed fields: {'; '.join(renamed)} (one name for the rollout engine everywhere)")
         return build(cls, values)

@@ -19,7 +19,7 @@ import torch
 from megatron_ext.checkpoint import RUN_DONE_FILE
 from megatron_ext.distributed import any_rank, set_cpu_threads, sum_over_ranks
 from pipeline.rl.config import RLConfig
-from pipeline.rl.generator import GeneratorSpec, SamplingSettings, build_generator, context_length
+from pipeline.rl.engine import EngineSpec, SamplingSettings, build_engine, context_length
 from pipeline.rl.rollout import Rollout, all_gather_rollouts, build_policy_batch, rank_share, step_question_ids
 
 
@@ -65,15 +65,15 @@ def run_rl(cfg: RLConfig) -> Path:
     layout = init_distributed(tp=cfg.tp, pp=cfg.pp, seed=cfg.seed)
     exit_handler = ExitSignalHandler()
     learner = Learner(cfg, layout, cfg.model_dir)
-    generator = build_generator(cfg.generator, GeneratorSpec(cfg.model_dir, seed=cfg.seed + layout.rank,
+    engine = build_engine(cfg.engine, EngineSpec(cfg.model_dir, seed=cfg.seed + layout.rank,
                                                              max_model_len=context_length(cfg.max_prompt_tokens, cfg.max_new_tokens),
-                                                             options=cfg.generator_options))
+                                                             options=cfg.engine_options))
     start_step = 0
     if resume is not None:
         state, trainer_state = load_checkpoint(resume, learner.sharded_state_dict(is_loading=True))
         learner.load_state_dict(state)
         start_step = trainer_state["step"]
-        generator.update_weights(learner.export_weights())
+        engine.update_weights(learner.export_weights())
         if layout.is_main:
             print(f"[rl] resuming from the checkpoint of step {start_step}: {resume}", flush=True)
     metrics = MetricsWriter(out, enabled=layout.is_main, resume_step=start_step + 1, wandb=cfg.wandb,
@@ -90,15 +90,15 @@ def run_rl(cfg: RLConfig) -> Path:
     signal_watch = LearningSignalWatch(patience=3, template=cfg.template, max_new_tokens=cfg.max_new_tokens)
 
     if start_step == 0 and test_qs:
-        metrics.log(0, _evaluate(generator, grader, test_qs, template, cfg, layout))
+        metrics.log(0, _evaluate(engine, grader, test_qs, template, cfg, layout))
     step = start_step
     while step < cfg.steps:
         timings = {}
         t0 = time.perf_counter()
         question_ids = step_question_ids(len(train_qs), cfg.questions_per_step, step, cfg.seed)
         mine = rank_share(question_ids, layout.rank, layout.world_size)
-        generator.wake_up()
-        samples = generator.generate([train_qs[q]["prompt_ids"] for q in mine],
+        engine.wake_up()
+        samples = engine.generate([train_qs[q]["prompt_ids"] for q in mine],
                                      SamplingSettings(**sampling, seed=_seed(cfg.seed, step, layout.rank)))
         local = [Rollout(q, train_qs[q]["prompt_ids"], s.token_ids, s.logprobs, s.finish_reason, s.text)
                  for q, group in zip(mine, samples) for s in group]
@@ -115,7 +115,7 @@ def run_rl(cfg: RLConfig) -> Path:
         timings["time/reward_s"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
-        generator.sleep()
+        engine.sleep()
         batch = build_policy_batch(rollouts, adv_B, tokenizer.pad_token_id or 0)
         per_dp = batch.size // layout.dp
         train_metrics = learner.update(batch.rows(slice(layout.dp_rank * per_dp, (layout.dp_rank + 1) * per_dp)),
@@ -123,8 +123,8 @@ def run_rl(cfg: RLConfig) -> Path:
         timings["time/train_s"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
-        generator.wake_up()
-        generator.update_weights(learner.export_weights())
+        engine.wake_up()
+        engine.update_weights(learner.export_weights())
         timings["time/sync_s"] = time.perf_counter() - t0
         step += 1
 
@@ -133,7 +133,7 @@ def run_rl(cfg: RLConfig) -> Path:
         record = {**rollout_metrics(rollouts, cfg.group_size), **train_metrics, **timings,
                   "rollout/grading_failures": failures, "rollout/no_answer_rate": no_answer / len(rollouts)}
         if test_qs and (step == cfg.steps or cfg.eval_every and step % cfg.eval_every == 0):
-            record.update(_evaluate(generator, grader, test_qs, template, cfg, layout))
+            record.update(_evaluate(engine, grader, test_qs, template, cfg, layout))
         metrics.log(step, record)
         if layout.is_main:
             _log_generations(out / "generations.jsonl", rollouts, train_qs, cfg, step)
@@ -202,7 +202,7 @@ def _load_prompts(spec: str, levels, template, tokenizer, max_prompt_tokens: int
     return prompts
 
 
-def _evaluate(generator, grader, test_qs, template, cfg, layout) -> dict:
+def _evaluate(engine, grader, test_qs, template, cfg, layout) -> dict:
     """Greedy accuracy on the held-out questions, each rank grading its share. A response cut at the budget is
     graded like any other, as the authors' evaluation and `pipeline.eval run` do (training rewards give it 0), and
     with the run's own verifier (as oat's in-training evaluation), so eval/accuracy is the number
@@ -210,7 +210,7 @@ def _evaluate(generator, grader, test_qs, template, cfg, layout) -> dict:
     ids = list(range(len(test_qs)))
     per = -(-len(ids) // layout.world_size)
     mine = ids[layout.rank * per : (layout.rank + 1) * per]
-    samples = generator.generate([test_qs[i]["prompt_ids"] for i in mine],
+    samples = engine.generate([test_qs[i]["prompt_ids"] for i in mine],
                                  SamplingSettings(max_new_tokens=cfg.max_new_tokens, temperature=0.0, stop=template.stop))
     flat = [g[0] for g in samples]
     rewards, _ = grader.grade_batch([s.text for s in flat], [test_qs[i]["answer"] for i in mine], cfg.template,

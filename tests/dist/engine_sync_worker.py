@@ -10,7 +10,7 @@ import torch
 
 
 def main():
-    hf_dir, out_dir, tp, engine = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+    hf_dir, out_dir, tp, engine_name = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
     torch.set_num_threads(1)
     from megatron_ext.distributed import init_distributed
 
@@ -22,12 +22,12 @@ def main():
     from megatron_ext.logprobs import vocab_parallel_logprobs
     from megatron_ext.schedule import forward_logits
     from megatron_ext.weights import export_hf_weights, load_hf_weights
-    from pipeline.rl.generator import GeneratorSpec, SamplingSettings, build_generator
+    from pipeline.rl.engine import EngineSpec, SamplingSettings, build_engine
 
     config = AutoConfig.from_pretrained(hf_dir)
     model = build_model(config, tp=tp)
     load_hf_weights(model, hf_dir)
-    generator = build_generator(engine, GeneratorSpec(str(hf_dir), seed=layout.rank, max_model_len=128))
+    engine = build_engine(engine_name, EngineSpec(str(hf_dir), seed=layout.rank, max_model_len=128))
     prompts = [[5 + i, 40 + i, 41, 42, 43 + 2 * i] for i in range(3)]
     result = {"rank": layout.rank, "max_abs_diff": [], "logits_scale": [], "tokens_changed": []}
     previous = None
@@ -40,8 +40,8 @@ def main():
                 for p in model.parameters():
                     scale = p.std() if p.numel() > 1 and p.std() > 0 else p.abs().mean()
                     p.add_(0.2 * scale * torch.randn(p.shape, generator=g).to(p.device))
-        generator.update_weights(export_hf_weights(model, include_tied_lm_head=True))
-        groups = generator.generate(prompts, SamplingSettings(max_new_tokens=12, temperature=1.0, n=2, seed=7))
+        engine.update_weights(export_hf_weights(model, include_tied_lm_head=True))
+        groups = engine.generate(prompts, SamplingSettings(max_new_tokens=12, temperature=1.0, n=2, seed=7))
         worst, scale = 0.0, 0.0
         for prompt, group in zip(prompts, groups):
             for s in group:

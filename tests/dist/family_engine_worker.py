@@ -28,16 +28,16 @@ def main():
     from megatron_ext.models import build_model
     from megatron_ext.schedule import forward_logits
     from megatron_ext.weights import export_hf_weights, load_hf_weights
-    from pipeline.rl.generator import GeneratorSpec, SamplingSettings, build_generator
+    from pipeline.rl.engine import EngineSpec, SamplingSettings, build_engine
 
     config = AutoConfig.from_pretrained(hf_dir)
     model = build_model(config, tp=tp, pp=pp)
     load_hf_weights(model, hf_dir)
-    generators = {name: build_generator(name, GeneratorSpec(str(hf_dir), seed=layout.rank, max_model_len=128))
-                  for name in engines}
+    engines_by_name = {name: build_engine(name, EngineSpec(str(hf_dir), seed=layout.rank, max_model_len=128))
+                       for name in engines}
     prompts = [[5 + i, 40 + i, 41, 42, 43 + 2 * i] for i in range(3)]
     result = {"rank": layout.rank, "last_stage": ps.is_pipeline_last_stage(),
-              "kernels": getattr(getattr(generators.get("torch"), "decoder", None), "kernels", None) is not None,
+              "kernels": getattr(getattr(engines_by_name.get("torch"), "decoder", None), "kernels", None) is not None,
               **{name: {"max_abs_diff": [], "tokens_changed": []} for name in engines}}
     previous = {}
     for push in range(3):
@@ -56,9 +56,9 @@ def main():
                 save_file(perturbed, str(perturbed_dir / "model.safetensors"), metadata={"format": "pt"})
             dist.barrier()
             load_hf_weights(model, perturbed_dir)
-        for name, generator in generators.items():
-            generator.update_weights(export_hf_weights(model, include_tied_lm_head=True))
-            groups = generator.generate(prompts, SamplingSettings(max_new_tokens=12, temperature=1.0, n=2, seed=7))
+        for name, engine in engines_by_name.items():
+            engine.update_weights(export_hf_weights(model, include_tied_lm_head=True))
+            groups = engine.generate(prompts, SamplingSettings(max_new_tokens=12, temperature=1.0, n=2, seed=7))
             mine = [(prompt, s.token_ids, s.logprobs) for prompt, group in zip(prompts, groups) for s in group]
             everyone = [None] * dist.get_world_size()
             dist.all_gather_object(everyone, mine)

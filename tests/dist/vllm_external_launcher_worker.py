@@ -32,7 +32,7 @@ def main():
     from safetensors.torch import load_file
 
     from megatron_ext.distributed import init_distributed
-    from pipeline.rl.generator import GeneratorSpec, SamplingSettings, build_generator
+    from pipeline.rl.engine import EngineSpec, SamplingSettings, build_engine
 
     if plain:
         from types import SimpleNamespace
@@ -42,12 +42,12 @@ def main():
         layout = init_distributed(tp=1, pp=1, seed=0)
     world = dist.is_initialized()
     device_before = _current_device()
-    generator = build_generator("vllm", GeneratorSpec(str(hf_dir), seed=layout.rank, max_model_len=128))
+    engine = build_engine("vllm", EngineSpec(str(hf_dir), seed=layout.rank, max_model_len=128))
     result = {
         "rank": layout.rank, "local_rank": int(os.environ.get("LOCAL_RANK", "0")), "learner_device": str(layout.device),
-        "engine_backend": generator.executor_backend, "worker": generator.llm.collective_rpc(_worker_info)[0],
+        "engine_backend": engine.executor_backend, "worker": engine.llm.collective_rpc(_worker_info)[0],
         "current_device": [device_before, _current_device()],
-        "param_devices_built": generator.llm.apply_model(_param_devices)[0],
+        "param_devices_built": engine.llm.apply_model(_param_devices)[0],
     }
     # the learner's tensors, on its device, streamed one at a time (tied model: vLLM needs lm_head.weight)
     state = load_file(hf_dir / "model.safetensors")
@@ -59,13 +59,13 @@ def main():
             pushed.append(name)
             yield name, tensor.to(layout.device)
 
-    generator.update_weights(stream())
+    engine.update_weights(stream())
     result["pushed"] = len(pushed) == len(state)
     result["current_device"].append(_current_device())
-    result["param_devices_pushed"] = generator.llm.apply_model(_param_devices)[0]
+    result["param_devices_pushed"] = engine.llm.apply_model(_param_devices)[0]
     # rank r: r + 1 generate calls of r + 1 prompts each, longer answers on higher ranks
     result["samples_per_call"] = [
-        sum(len(g) for g in generator.generate([[5 + i, 40, 41] for i in range(layout.rank + 1)],
+        sum(len(g) for g in engine.generate([[5 + i, 40, 41] for i in range(layout.rank + 1)],
                                               SamplingSettings(max_new_tokens=6 + 6 * layout.rank, n=2, seed=call)))
         for call in range(layout.rank + 1)
     ]

