@@ -107,7 +107,7 @@ def build_tasks(recipe: PipelineRecipe) -> list[tuple[str, run.Partial, str]]:
         *([("data", run.Partial(tasks.prepare_data, task=r.data), "single")] if needs_data else []),
         *([] if r.skip_stage1 else [("stage1", run.Partial(tasks.pretrain, cfg=r.stage1), "distributed")]),
         ("eval_before", run.Partial(tasks.evaluate, cfg=eval_config(r, start_hf, before)), "single"),
-        ("stage2", run.Partial(tasks.drgrpo, cfg=r.stage2), "distributed"),
+        ("stage2", run.Partial(tasks.rl, cfg=r.stage2), "distributed"),
         ("eval_after", run.Partial(tasks.evaluate, cfg=eval_config(r, str(out / "stage2" / "hf"), after)), "single"),
         ("report", run.Partial(tasks.report, run_dirs=[*trained, r.stage2.output_dir],
                                labels=[*labels, r.rl_steps_report_label],

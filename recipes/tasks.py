@@ -97,7 +97,7 @@ def pretrain(cfg: PretrainConfig) -> str:
 
 
 @exit_on_bad_input
-def drgrpo(cfg: RLConfig) -> str:
+def rl(cfg: RLConfig) -> str:
     from pipeline.rl.controller import run_rl
 
     _say_where("stage2")

@@ -49,7 +49,7 @@
 #   STEP_WAIT        60                    seconds the other nodes get once one node's torchrun exited (srun --wait)
 #   DRY_RUN          0                     1: print the srun command and exit
 #
-#SBATCH --job-name=drgrpo
+#SBATCH --job-name=rl
 #SBATCH --nodes=1
 #SBATCH --ntasks-per-node=1
 #SBATCH --gpus-per-node=8

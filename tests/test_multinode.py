@@ -132,7 +132,7 @@ def test_pipeline_chains_both_stages_at_two_nodes(slurm_cluster, pretrain_config
     ids = dict(line.split("=", 1) for line in proc.stdout.split())
     stage1, stage2 = int(ids["PRETRAIN_JOB_ID"]), int(ids["RL_JOB_ID"])
     jobs += [stage1, stage2]
-    stage2_text = completed(slurm_cluster, stage2, run_dir / "logs" / f"drgrpo-{stage2}.log")
+    stage2_text = completed(slurm_cluster, stage2, run_dir / "logs" / f"rl-{stage2}.log")
     assert final_state(slurm_cluster, stage1) == "COMPLETED"
     stage1_text = (run_dir / "logs" / f"pretrain-{stage1}.log").read_text()
     assert ranks_nodes(stage1_text) == TWO_RANKS_PER_NODE and ranks_nodes(stage2_text) == TWO_RANKS_PER_NODE

@@ -66,7 +66,7 @@ def _run_pipeline(env: dict, jobs: list, run_dir: Path, pretrain_config: Path, r
 def test_pipeline_runs_stage_one_then_stage_two_from_its_export(slurm_cluster, pipeline_inputs, jobs, tmp_path):
     run_dir = tmp_path / "pipeline"
     ids = _run_pipeline(slurm_cluster, jobs, run_dir, *pipeline_inputs)
-    rl_state = wait_for_job(slurm_cluster, ids["rl"], JOB_TIMEOUT, run_dir / "logs" / f"drgrpo-{ids['rl']}.log")
+    rl_state = wait_for_job(slurm_cluster, ids["rl"], JOB_TIMEOUT, run_dir / "logs" / f"rl-{ids['rl']}.log")
     pretrain_state = final_state(slurm_cluster, ids["pretrain"])
     logs = "\n".join(p.read_text()[-3000:] for p in sorted((run_dir / "logs").glob("*.log")))
     assert (pretrain_state, rl_state) == ("COMPLETED", "COMPLETED"), logs
@@ -94,7 +94,7 @@ def test_failing_stage_one_cancels_stage_two(slurm_cluster, pipeline_inputs, job
     steps = subprocess.run(["sacct", "-n", "-D", "-P", "-j", str(ids["rl"]), "-o", "JobID"], env=slurm_cluster,
                            capture_output=True, text=True, timeout=30).stdout.split()
     assert steps == [str(ids["rl"])], steps  # no `.batch` step: the script never ran
-    assert not (run_dir / "rl").exists() and not list((run_dir / "logs").glob("drgrpo-*.log"))
+    assert not (run_dir / "rl").exists() and not list((run_dir / "logs").glob("rl-*.log"))
 
 
 # ---- launch details that need no training run --------------------------------------------------------------
