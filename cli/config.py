@@ -18,6 +18,8 @@ import types
 import typing
 from pathlib import Path
 
+import yaml
+
 from cli.errors import did_you_mean
 
 AT_LEAST = "at_least"
@@ -39,8 +41,6 @@ def load_file(path: str | Path) -> dict:
         raise ValueError(f"config file {path} does not exist" if not path.exists() else f"config file {path} is not a file")
     text = path.read_text()
     if path.suffix in (".yaml", ".yml"):
-        import yaml
-
         try:
             values = yaml.safe_load(text)
         except yaml.YAMLError as e:

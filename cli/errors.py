@@ -8,6 +8,7 @@ in the environment (the recipe's tasks read it: `R1ZERO_DEBUG=1 nemo-run ...`), 
 from __future__ import annotations
 
 import argparse
+import difflib
 import functools
 import os
 import sys
@@ -61,7 +62,5 @@ def exit_on_bad_input(task: Callable) -> Callable:
 
 def did_you_mean(name: str, valid) -> str:
     """' (did you mean 'X'?)' for the valid name closest to a mistyped one, else ''."""
-    import difflib
-
     close = difflib.get_close_matches(name, list(valid), n=1, cutoff=0.6)
     return f" (did you mean {close[0]!r}?)" if close else ""
